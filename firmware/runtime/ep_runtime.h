@@ -1,0 +1,35 @@
+/* edgepack runtime: the types and hooks that generated models and kernels share.
+ * Freestanding C99: needs only <stdint.h>. No malloc, no floating-point arithmetic. */
+#ifndef EP_RUNTIME_H
+#define EP_RUNTIME_H
+
+#include <stdint.h>
+
+#define EP_MAX_DIMS 4
+
+typedef struct ep_tensor_info {
+    uint32_t ndim;
+    int32_t shape[EP_MAX_DIMS]; /* NHWC for images, (N, F) for vectors; N is 1 */
+    uint32_t bytes;
+    float scale;                /* real = scale * (q - zero_point); data only, never used in arithmetic */
+    int32_t zero_point;
+} ep_tensor_info_t;
+
+typedef struct ep_model_info {
+    const char *name;
+    ep_tensor_info_t input;
+    ep_tensor_info_t output;
+    uint32_t arena_bytes;
+    uint32_t num_layers;
+    const char *const *layer_names;
+} ep_model_info_t;
+
+/* Per-layer hooks: a board harness may define these (before including model.h) to time each layer. */
+#ifndef EP_LAYER_BEGIN
+#define EP_LAYER_BEGIN(index) ((void)0)
+#endif
+#ifndef EP_LAYER_END
+#define EP_LAYER_END(index) ((void)0)
+#endif
+
+#endif /* EP_RUNTIME_H */

@@ -1,0 +1,226 @@
+"""``edgepack build``: model file -> graph -> int8 graph -> TVM kernels + AOT C -> compiled -> OUT.
+
+Data flows one way through the stages; each reads only the output of the one before it. The output folder is
+written into a temporary sibling and swapped in at the end, so a failed build leaves an existing OUT as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .boards import get_board
+from .errors import EdgepackError
+
+RUNTIME_DIR = Path(__file__).resolve().parents[2] / "firmware" / "runtime"
+CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
+
+
+def log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_calibration(path, input_shape, n_default: int = 32):
+    """A float batch in the model's input layout; without a file, a standard-normal batch and a warning."""
+    if path is None:
+        log(f"warning: no --calib data; calibrating activations on {n_default} standard-normal inputs "
+            "(accuracy will suffer: pass --calib DATA.npy with real inputs)")
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((n_default,) + tuple(input_shape[1:])).astype(np.float32), "standard-normal"
+    path = Path(path)
+    if not path.exists():
+        raise EdgepackError(f"{path}: no such file (--calib expects a .npy float batch)")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise EdgepackError(f"{path}: not a readable .npy file ({e})") from e
+    if x.shape[1:] != tuple(input_shape[1:]):
+        if x.shape == tuple(input_shape[1:]):
+            x = x[None]
+        else:
+            raise EdgepackError(f"{path}: calibration batch has shape {x.shape}, the model input is "
+                                f"(N, {', '.join(map(str, input_shape[1:]))})")
+    return x.astype(np.float32), str(path)
+
+
+def compile_check(out: Path, board: dict) -> dict:
+    """Compile every generated source with -Werror for the host and measure the object sizes."""
+    obj = out / "host" / "obj"
+    obj.mkdir(parents=True, exist_ok=True)
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        raise EdgepackError(f"C compiler '{cc}' not found: install the Debian package build-essential")
+    srcs = [out / "model.c", out / "weights.c"] + sorted((out / "kernels").glob("*.c"))
+    objs = []
+    for s in srcs:
+        o = obj / (s.stem + ".o")
+        r = subprocess.run([cc, *CFLAGS, "-O2", "-I", str(out), "-c", str(s), "-o", str(o)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            first = (r.stderr.strip().splitlines() or ["?"])[0]
+            raise EdgepackError(f"{s.name}: generated C does not compile with {' '.join(CFLAGS)}: {first} "
+                                "(an edgepack bug: please report it)")
+        objs.append(o)
+    r = subprocess.run(["size", "-A", "-d", *map(str, objs)], capture_output=True, text=True)
+    sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            sec = parts[0]
+            for k in sizes:
+                if sec == "." + k or sec.startswith("." + k + "."):
+                    sizes[k] += int(parts[1])
+    return sizes
+
+
+def build(model_path, board_name: str = "host", out=None, calib=None, input_shape=None,
+          command: str | None = None) -> dict:
+    from .compress.quantize import quantize
+    from .frontend import load_model
+
+    t_start = time.time()
+    board = get_board(board_name)
+    model_path = Path(model_path)
+    out = Path(out) if out else Path(model_path.stem + "_" + board_name)
+    command = command or f"edgepack build {model_path} --board {board_name} -o {out}"
+    timings = {}
+
+    t = time.time()
+    g = load_model(model_path, input_shape=input_shape)
+    timings["import"] = time.time() - t
+    in_shape = g.tensors[g.inputs[0]].shape
+    g.meta.setdefault("name", model_path.stem)
+    x_cal, cal_source = load_calibration(calib, in_shape)
+
+    t = time.time()
+    q = quantize(g, x_cal)
+    q.meta["quantization"]["calibration_source"] = cal_source
+    timings["quantize"] = time.time() - t
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        facts, sizes = emit(q, board, tmp, command, timings)
+        report = make_report(g, q, facts, sizes, board, model_path, command)
+        timings["total"] = time.time() - t_start
+        report["build_seconds"] = {k: round(v, 3) for k, v in timings.items()}
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        (tmp / "report.md").write_text(report_md(report))
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def emit(q, board: dict, folder: Path, command: str, timings: dict | None = None):
+    """Write an integer graph's C, runtime and graph files into ``folder``, compile-check them, and build
+    the host module for the host board. Returns (codegen facts, object sizes)."""
+    from .codegen.aot import generate
+
+    timings = {} if timings is None else timings
+    t = time.time()
+    facts = generate(q, folder, mcpu=board.get("cpu") or None, command=command)
+    shutil.copytree(RUNTIME_DIR, folder / "runtime")
+    timings["codegen"] = time.time() - t
+    t = time.time()
+    sizes = compile_check(folder, board)
+    timings["compile"] = time.time() - t
+    q.save(folder)
+    t = time.time()
+    if board["name"] == "host":
+        from .runners.host import _cffi
+        _cffi().build(folder)
+    timings["host_build"] = time.time() - t
+    return facts, sizes
+
+
+def _swap_in(tmp: Path, out: Path):
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
+def _macs(q, n):
+    t = q.tensors
+    y = t[n.outputs[0]].shape
+    if n.op == "conv2d_s8":
+        o, kh, kw, ci = t[n.inputs[1]].shape
+        return int(np.prod(y)) * kh * kw * ci
+    if n.op == "dwconv2d_s8":
+        kh, kw, _ = t[n.inputs[1]].shape
+        return int(np.prod(y)) * kh * kw
+    if n.op == "dense_s8":
+        return int(np.prod(t[n.inputs[1]].shape))
+    return 0
+
+
+def make_report(g, q, facts, sizes, board, model_path, command) -> dict:
+    layers = []
+    by_name = {l["name"]: l for l in facts["layers"]}
+    for n in q.nodes:
+        if n.op == "reshape":
+            continue
+        consts = [t for t in n.inputs if q.tensors[t].data is not None]
+        w = q.tensors[n.inputs[1]] if n.op in ("conv2d_s8", "dwconv2d_s8", "dense_s8") else None
+        layers.append({
+            "name": n.name, "op": n.op, "kernel": by_name[n.name]["kernel"],
+            "weight_format": "int8 per-channel" if w is not None else None,
+            "input_shapes": [list(q.tensors[t].shape) for t in n.inputs if q.tensors[t].data is None],
+            "output_shape": list(q.tensors[n.outputs[0]].shape),
+            "weight_shape": list(w.shape) if w is not None else None,
+            "macs": _macs(q, n),
+            "weight_bytes": int(w.data.nbytes) if w is not None else 0,
+            "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),
+            "output_storage": by_name[n.name]["output_storage"],
+            "arena_offset": by_name[n.name]["arena_offset"],
+        })
+    params = sum(int(t.data.size) for t in g.tensors.values() if t.data is not None)
+    flash = sizes["text"] + sizes["rodata"] + sizes["data"]
+    return {
+        "edgepack": __version__, "command": command, "model": str(model_path),
+        "model_sha256": g.meta.get("source", {}).get("sha256"), "board": board["name"],
+        "flash_bytes": flash, "flash_measured_from": "host objects (size -A: text+rodata+data)",
+        "ram_bytes": facts["arena_bytes"] + sizes["data"] + sizes["bss"],
+        "ram_note": "arena + static data; input and output buffers belong to the caller; stack not included "
+                    "on the host board",
+        "weights_bytes": sum(l["weight_bytes"] for l in layers),
+        "const_bytes": facts["const_bytes"], "object_sizes": sizes,
+        "arena_bytes": facts["arena_bytes"], "liveness_bound_bytes": facts["liveness_bound_bytes"],
+        "activations_total_bytes": facts["activations_total_bytes"],
+        "arena_over_bound": round(facts["arena_over_bound"], 4), "arena_plan": facts["arena_plan"],
+        "input_bytes": facts["input_bytes"], "output_bytes": facts["output_bytes"],
+        "macs": sum(l["macs"] for l in layers), "float_parameters": params,
+        "kernels": facts["kernels"], "kernel_codegen_seconds": round(facts["kernel_seconds"], 3),
+        "quantization": q.meta.get("quantization", {}), "layers": layers, "arena": facts["buffers"],
+    }
+
+
+def report_md(r: dict) -> str:
+    lines = [f"# edgepack build report: {Path(r['model']).name} on {r['board']}", "",
+             f"`{r['command']}`", "",
+             "| what | value |", "|---|---|"]
+    for k in ("flash_bytes", "ram_bytes", "weights_bytes", "arena_bytes", "liveness_bound_bytes",
+              "activations_total_bytes", "arena_over_bound", "macs"):
+        lines.append(f"| {k} | {r[k]} |")
+    lines.append(f"| build seconds | {r.get('build_seconds', {}).get('total', '')} |")
+    lines += ["", "| # | layer | op | kernel | output | MACs | weight bytes | arena offset |",
+              "|---|---|---|---|---|---|---|---|"]
+    for i, l in enumerate(r["layers"]):
+        off = l["arena_offset"] if l["arena_offset"] is not None else l["output_storage"]
+        lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l['output_shape']} | {l['macs']} | "
+                     f"{l['weight_bytes']} | {off} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,101 @@
+"""Command line: argument parsing only; the work is done by the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import EdgepackError
+
+
+def _shape(s: str):
+    try:
+        return tuple(int(v) for v in s.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like 1,1,28,28, got {s!r}")
+
+
+def cmd_build(a):
+    from .build import build
+
+    cmd = "edgepack " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
+    r = build(a.model, a.board, a.output, a.calib, a.input_shape, command=cmd)
+    out = a.output or f"{Path(a.model).stem}_{a.board}"
+    print(f"built {out}: {len(r['layers'])} layers, {r['macs']} MACs, weights {r['weights_bytes']} B, "
+          f"flash {r['flash_bytes']} B, arena {r['arena_bytes']} B (liveness bound "
+          f"{r['liveness_bound_bytes']} B), {r['build_seconds']['total']:.1f} s")
+
+
+def cmd_run(a):
+    import numpy as np
+
+    from .runners import run
+
+    xp = Path(a.input)
+    if not xp.exists():
+        raise EdgepackError(f"{xp}: no such file (--input expects a .npy float batch)")
+    try:
+        x = np.load(xp, allow_pickle=False)
+    except Exception as e:
+        raise EdgepackError(f"{xp}: not a readable .npy file ({e})") from e
+    y, raw = run(a.out, x, on=a.on, source=str(xp))
+    if a.output:
+        np.save(a.output, y)
+    if a.raw:
+        np.save(a.raw, raw)
+    if not a.output and not a.raw:
+        print(y)
+    else:
+        print(f"ran {len(raw)} input(s) on {a.on}" + (f"; float outputs in {a.output}" if a.output else "")
+              + (f"; raw int8 outputs in {a.raw}" if a.raw else ""))
+
+
+def cmd_boards(_a):
+    from .boards import all_boards
+
+    for name, b in all_boards().items():
+        flash = f"{b['flash_bytes'] // 1024} KiB" if b.get("flash_bytes") else "-"
+        ram = f"{b['ram_bytes'] // 1024} KiB" if b.get("ram_bytes") else "-"
+        print(f"{name:16s} flash {flash:>9s}  RAM {ram:>9s}  toolchain {b.get('toolchain', '-'):24s} "
+              f"emulator {b.get('emulator') or '-'}")
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="edgepack", description="Compress a model and run it bit-exactly on "
+                                "microcontrollers, the Raspberry Pi and the host.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build a model for a board")
+    b.add_argument("model", help=".onnx, .pt2 (torch.export.save) or .pt (TorchScript or pickled nn.Module)")
+    b.add_argument("--board", default="host")
+    b.add_argument("-o", "--output", help="output folder (default: <model>_<board>)")
+    b.add_argument("--calib", help=".npy float batch in the model's input layout, for calibration")
+    b.add_argument("--input-shape", type=_shape, help="input shape, e.g. 1,1,28,28 (for .pt files)")
+    b.set_defaults(func=cmd_build)
+    r = sub.add_parser("run", help="run a built model")
+    r.add_argument("out", help="the output folder of edgepack build")
+    r.add_argument("--input", required=True, help=".npy float batch in the model's input layout")
+    r.add_argument("--output", help="write float outputs (.npy)")
+    r.add_argument("--raw", help="write raw int8 outputs before dequantization (.npy)")
+    r.add_argument("--on", default="host", help="reference | host")
+    r.set_defaults(func=cmd_run)
+    bo = sub.add_parser("boards", help="list the boards")
+    bo.set_defaults(func=cmd_boards)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EdgepackError as e:
+        print(f"edgepack: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgepack: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

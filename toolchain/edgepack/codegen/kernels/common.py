@@ -1,0 +1,27 @@
+"""TIR expressions shared by the kernel templates: the requantization of reference/arith.py in TIR."""
+
+from tvm import tirx
+from tvm.script import tirx as T
+
+I64 = "int64"
+
+
+@T.macro
+def requantize_store(Y, idx, acc, mult, shift, t, out_zp, act_min, act_max):
+    """Y[idx] = int8(clamp(requantize(acc, mult, shift) + out_zp, act_min, act_max)).
+
+    TFLite MultiplyByQuantizedMultiplier computed in int64 (see reference/arith.py), using the kernel's
+    int64 scratch ``t`` (3 elements) so each intermediate is computed once. Multipliers are in [0, 2^31), so
+    the SRDHM overflow case (both operands INT32_MIN) cannot occur and the product's sign is that of t[0].
+    """
+    t[0] = T.max(T.min(T.Cast("int64", acc) << T.Cast("int64", T.max(shift, 0)), T.int64(2147483647)),
+                 T.int64(-2147483648))
+    t[1] = T.truncdiv(t[0] * T.Cast("int64", mult)
+                      + T.Select(t[0] >= T.int64(0), T.int64(1073741824), T.int64(-1073741823)),
+                      T.int64(2147483648))
+    t[2] = T.Cast("int64", T.max(0 - shift, 0))
+    t[0] = (t[1] >> t[2]) + T.Select((t[1] & ((T.int64(1) << t[2]) - T.int64(1)))
+                                     > (((T.int64(1) << t[2]) - T.int64(1)) >> T.int64(1))
+                                     + T.Select(t[1] < T.int64(0), T.int64(1), T.int64(0)),
+                                     T.int64(1), T.int64(0)) + T.int64(out_zp)
+    Y[idx] = T.Cast("int8", T.max(T.min(t[0], T.int64(act_max)), T.int64(act_min)))

@@ -1,0 +1,114 @@
+"""TIR PrimFunc -> plain C99, through TVM's C code generator and an edgepack TIR pipeline.
+
+The pipeline ``edgepack`` is TVM's default lowering minus MakePackedAPI and the passes that only serve it,
+so a PrimFunc whose parameters are ``T.handle("int8")`` pointers comes out as
+``void ep_k(int8_t* x, ...)``. What TVM adds around the kernel (``#include "tvm/..."``, ``TVM_DLL``, the
+library context and the ``__tvm_ffi_main`` entry) is cut here; read-only parameters get ``const``.
+
+Kernels are cached on disk by a hash of their TIR and the TVM version, so rebuilding a model whose layers
+did not change costs no TVM compilation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from .. import __version__
+
+_REGISTERED = False
+
+
+def _register():
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    import tvm
+    from tvm import tirx
+
+    def factory():
+        @tvm.transform.module_pass(opt_level=0)
+        def _pipeline(mod, _ctx):
+            passes = [
+                tirx.transform.FlattenBuffer(),
+                tirx.transform.NarrowDataType(32),
+                tirx.transform.UnrollLoop(),
+                tirx.transform.StmtSimplify(),
+                tirx.transform.RemoveNoOp(),
+                tirx.transform.CommonSubexprElim(),
+                tirx.transform.AnnotateEntryFunc(),
+            ]
+            return tvm.ir.transform.Sequential(passes)(mod)
+
+        def finalize():
+            return tvm.ir.transform.Sequential([tirx.transform.LowerIntrin()])
+
+        return _pipeline, finalize, finalize
+
+    tirx.register_tir_pipeline("edgepack", factory)
+    _REGISTERED = True
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("EDGEPACK_CACHE", Path.home() / ".cache" / "edgepack")) / "kernels"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def target_for(mcpu: str | None):
+    import tvm
+
+    t = {"kind": "c"}
+    if mcpu:
+        t["mcpu"] = mcpu
+    return tvm.target.Target(t)
+
+
+def lower_to_c(prim_func, name: str, const_params: set, mcpu: str | None = None,
+               template: str = "", use_cache: bool = True) -> str:
+    """Lower ``prim_func`` to the C definition of function ``name`` (no includes, no TVM symbols)."""
+    import tvm
+    from tvm import tirx
+
+    func = prim_func.with_attr("global_symbol", name)
+    script = func.script()
+    key = hashlib.sha256(f"{tvm.__version__}|{__version__}|{mcpu}|{sorted(const_params)}|{script}".encode())
+    path = cache_dir() / f"{name}-{key.hexdigest()[:20]}.c"
+    if use_cache and path.exists():
+        return path.read_text()
+    _register()
+    mod = tvm.IRModule({name: func})
+    lib = tirx.build(mod, target=target_for(mcpu), pipeline="edgepack")
+    src = clean_c(lib.inspect_source(), name, const_params)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(src)
+    os.replace(tmp, path)
+    return src
+
+
+def clean_c(src: str, name: str, const_params: set) -> str:
+    """Cut TVM's headers, export macros, context variable and entry shim; add const to read-only params."""
+    m = re.search(r"TVM_DLL void " + re.escape(name) + r"\(([^)]*)\) \{\n", src)
+    if m is None:
+        raise RuntimeError(f"TVM output for {name} has no definition of it")
+    start = m.end()
+    depth, i = 1, start
+    while depth:
+        if src[i] == "{":
+            depth += 1
+        elif src[i] == "}":
+            depth -= 1
+        i += 1
+    body = src[start:i - 1]
+    params = []
+    for p in m.group(1).split(","):
+        p = p.strip()
+        pname = p.split()[-1].lstrip("*")
+        params.append(("const " + p) if pname in const_params else p)
+    return f"void {name}({', '.join(params)}) {{\n{body}}}\n"
+
+
+def prototype(c_def: str) -> str:
+    return c_def.split("{", 1)[0].strip() + ";"

@@ -1,0 +1,325 @@
+"""The one graph IR that every stage after the frontend reads.
+
+A :class:`Graph` is a list of :class:`Node` in execution order over named :class:`Tensor` s.
+Constants (weights, biases, multipliers) are tensors with ``data``; activations have ``data=None``.
+
+Two dialects live in the same IR, one after the other in the pipeline:
+
+* the *float* dialect, written by the frontends, in the framework's own NCHW layout and semantics
+  (ops ``conv2d, batchnorm, relu, clip, maxpool, avgpool, global_avgpool, add, flatten, reshape, dense,
+  softmax``; see :data:`FLOAT_OPS` for inputs and attributes);
+* the *integer* dialect, written by :mod:`edgepack.compress.quantize`, in NHWC layout, int8 activations with
+  ``quant`` parameters (ops ``conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, clamp_s8,
+  softmax_s8, reshape``; see :mod:`edgepack.reference.ops` for their arithmetic).
+
+Shapes are inferred here, once, for the float dialect (:func:`infer_shapes`), so both frontends share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgepackError
+
+
+@dataclass
+class QParams:
+    """Affine quantization: real = scale * (q - zero_point). ``scale`` is a float or a per-channel array."""
+
+    scale: object
+    zero_point: int = 0
+    axis: int | None = None  # channel axis for per-channel scales
+
+    def to_json(self):
+        s = self.scale
+        return {"scale": np.asarray(s, dtype=np.float64).tolist(), "zero_point": int(self.zero_point),
+                "axis": self.axis}
+
+    @staticmethod
+    def from_json(d):
+        s = d["scale"]
+        return QParams(np.asarray(s, dtype=np.float64) if isinstance(s, list) else float(s),
+                       int(d["zero_point"]), d["axis"])
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple
+    dtype: str = "float32"
+    data: np.ndarray | None = None
+    quant: QParams | None = None
+
+    @property
+    def is_const(self) -> bool:
+        return self.data is not None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Node:
+    op: str
+    name: str
+    inputs: list
+    outputs: list
+    attrs: dict = field(default_factory=dict)
+
+
+class Graph:
+    def __init__(self):
+        self.tensors: dict[str, Tensor] = {}
+        self.nodes: list[Node] = []
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.meta: dict = {}
+
+    # ---- construction -------------------------------------------------------------------------------
+    def add_tensor(self, name, shape=None, dtype="float32", data=None, quant=None) -> str:
+        if data is not None:
+            data = np.ascontiguousarray(data)
+            shape = tuple(data.shape)
+            dtype = str(data.dtype)
+        self.tensors[name] = Tensor(name, tuple(shape) if shape is not None else None, dtype, data, quant)
+        return name
+
+    def add_const(self, name, data) -> str:
+        return self.add_tensor(name, data=np.asarray(data))
+
+    def add_node(self, op, name, inputs, outputs, **attrs) -> Node:
+        for t in outputs:
+            if t not in self.tensors:
+                self.add_tensor(t)
+        node = Node(op, name, list(inputs), list(outputs), dict(attrs))
+        self.nodes.append(node)
+        return node
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.tensors:
+            i += 1
+            name = f"{base}_{i}"
+        return name
+
+    # ---- queries ------------------------------------------------------------------------------------
+    def producer(self, tensor: str):
+        for n in self.nodes:
+            if tensor in n.outputs:
+                return n
+        return None
+
+    def consumers(self, tensor: str):
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def const(self, name):
+        return self.tensors[name].data if name in self.tensors else None
+
+    def activations(self):
+        return [t for t in self.tensors.values() if t.data is None]
+
+    def prune_unused(self):
+        used = set(self.inputs) | set(self.outputs)
+        for n in self.nodes:
+            used.update(n.inputs)
+            used.update(n.outputs)
+        self.tensors = {k: v for k, v in self.tensors.items() if k in used}
+
+    def replace_uses(self, old: str, new: str):
+        for n in self.nodes:
+            n.inputs = [new if t == old else t for t in n.inputs]
+        self.outputs = [new if t == old else t for t in self.outputs]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for n in self.nodes:
+            h.update(json.dumps([n.op, n.inputs, n.outputs, _jsonable(n.attrs)], sort_keys=True).encode())
+        for k in sorted(self.tensors):
+            t = self.tensors[k]
+            if t.data is not None:
+                h.update(k.encode())
+                h.update(t.data.tobytes())
+        return h.hexdigest()
+
+    # ---- serialisation (OUT/graph.json + OUT/graph.npz) ----------------------------------------------
+    def save(self, folder: Path, stem: str = "graph"):
+        folder = Path(folder)
+        consts = {k: t.data for k, t in self.tensors.items() if t.data is not None}
+        keys = {k: f"c{i}" for i, k in enumerate(sorted(consts))}
+        np.savez(folder / f"{stem}.npz", **{keys[k]: v for k, v in consts.items()})
+        doc = {
+            "inputs": self.inputs, "outputs": self.outputs, "meta": _jsonable(self.meta),
+            "tensors": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+                         "const": keys.get(t.name), "quant": t.quant.to_json() if t.quant else None}
+                        for t in self.tensors.values()],
+            "nodes": [{"op": n.op, "name": n.name, "inputs": n.inputs, "outputs": n.outputs,
+                       "attrs": _jsonable(n.attrs)} for n in self.nodes],
+        }
+        (folder / f"{stem}.json").write_text(json.dumps(doc, indent=1))
+
+    @staticmethod
+    def load(folder: Path, stem: str = "graph") -> "Graph":
+        folder = Path(folder)
+        doc = json.loads((folder / f"{stem}.json").read_text())
+        arrays = np.load(folder / f"{stem}.npz")
+        g = Graph()
+        g.inputs, g.outputs, g.meta = doc["inputs"], doc["outputs"], doc["meta"]
+        for t in doc["tensors"]:
+            data = arrays[t["const"]] if t["const"] else None
+            g.tensors[t["name"]] = Tensor(t["name"], tuple(t["shape"]), t["dtype"], data,
+                                          QParams.from_json(t["quant"]) if t["quant"] else None)
+        for n in doc["nodes"]:
+            g.nodes.append(Node(n["op"], n["name"], n["inputs"], n["outputs"], n["attrs"]))
+        return g
+
+    def __repr__(self):
+        lines = [f"Graph(inputs={self.inputs}, outputs={self.outputs})"]
+        for n in self.nodes:
+            shapes = [self.tensors[t].shape for t in n.outputs]
+            lines.append(f"  {n.name}: {n.op}({', '.join(n.inputs)}) -> {n.outputs} {shapes} {n.attrs}")
+        return "\n".join(lines)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+# ---- the float dialect ---------------------------------------------------------------------------------
+# op -> (input names, attributes with defaults). Inputs in brackets are optional.
+FLOAT_OPS = {
+    "conv2d": (["x", "w (O, I/group, KH, KW)", "[b (O)]"],
+               {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}),
+    "batchnorm": (["x", "gamma", "beta", "mean", "var"], {"eps": 1e-5}),
+    "relu": (["x"], {}),
+    "clip": (["x"], {"min": None, "max": None}),
+    "maxpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0)}),
+    "avgpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0), "count_include_pad": True}),
+    "global_avgpool": (["x"], {}),
+    "add": (["a", "b"], {}),
+    "flatten": (["x"], {"axis": 1}),
+    "reshape": (["x"], {"shape": None}),
+    "dense": (["x", "w (O, I)", "[b (O)]"], {}),
+    "softmax": (["x"], {"axis": -1}),
+}
+# pads are (top, left, bottom, right) everywhere.
+
+
+def _conv_out(size, k, s, p0, p1, d=1):
+    return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def infer_shapes(g: Graph, source: str = "model"):
+    """Fill in the shape of every activation of a float-dialect graph, checking each op's inputs."""
+    for n in g.nodes:
+        if n.op not in FLOAT_OPS:
+            raise EdgepackError(f"{source}: node '{n.name}': operator '{n.op}' is not supported")
+        spec_attrs = FLOAT_OPS[n.op][1]
+        for k, v in spec_attrs.items():
+            n.attrs.setdefault(k, v)
+        shp = [g.tensors[t].shape for t in n.inputs]
+        x = shp[0]
+        if x is None:
+            raise EdgepackError(f"{source}: node '{n.name}' ({n.op}): input shape unknown")
+        a = n.attrs
+
+        def need4():
+            if len(x) != 4:
+                raise EdgepackError(f"{source}: node '{n.name}' ({n.op}): expects a 4-D NCHW input, got {x}")
+
+        if n.op == "conv2d":
+            need4()
+            w = shp[1]
+            if len(w) != 4:
+                raise EdgepackError(f"{source}: node '{n.name}' (conv2d): only 2-D convolution is supported")
+            if x[1] != w[1] * a["group"]:
+                raise EdgepackError(f"{source}: node '{n.name}' (conv2d): input has {x[1]} channels, weight "
+                                    f"expects {w[1] * a['group']}")
+            (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["strides"], a["pads"], a["dilations"]
+            out = (x[0], w[0], _conv_out(x[2], w[2], sh, pt, pb, dh), _conv_out(x[3], w[3], sw, pl, pr, dw))
+        elif n.op in ("maxpool", "avgpool"):
+            need4()
+            kh, kw = a["kernel"]
+            sh, sw = a["strides"] or a["kernel"]
+            a["strides"] = (sh, sw)
+            pt, pl, pb, pr = a["pads"]
+            out = (x[0], x[1], _conv_out(x[2], kh, sh, pt, pb), _conv_out(x[3], kw, sw, pl, pr))
+        elif n.op == "global_avgpool":
+            need4()
+            out = (x[0], x[1], 1, 1)
+        elif n.op == "add":
+            y = shp[1]
+            if tuple(x) != tuple(y):
+                raise EdgepackError(f"{source}: node '{n.name}' (add): shapes {x} and {y} differ; "
+                                    "broadcasting adds are not supported")
+            out = x
+        elif n.op == "flatten":
+            ax = a["axis"] % len(x)
+            out = tuple(x[:ax]) + (int(np.prod(x[ax:])),)
+        elif n.op == "reshape":
+            tgt = list(a["shape"])
+            total = int(np.prod(x))
+            for i, v in enumerate(tgt):
+                if v == 0:
+                    tgt[i] = x[i]
+            if -1 in tgt:
+                rest = int(np.prod([v for v in tgt if v != -1]))
+                tgt[tgt.index(-1)] = total // rest
+            if int(np.prod(tgt)) != total:
+                raise EdgepackError(f"{source}: node '{n.name}' (reshape): cannot reshape {x} to {a['shape']}")
+            a["shape"] = tuple(int(v) for v in tgt)
+            out = a["shape"]
+        elif n.op == "dense":
+            w = shp[1]
+            if x[-1] != w[1]:
+                raise EdgepackError(f"{source}: node '{n.name}' (dense): input has {x[-1]} features, weight "
+                                    f"expects {w[1]}")
+            out = tuple(x[:-1]) + (w[0],)
+        else:  # elementwise: batchnorm, relu, clip, softmax
+            out = x
+        g.tensors[n.outputs[0]].shape = tuple(int(v) for v in out)
+        g.tensors[n.outputs[0]].dtype = "float32"
+    return g
+
+
+def fold_batchnorm(g: Graph):
+    """Fold every batchnorm that directly follows a conv2d or dense (and is its only consumer) into it."""
+    keep = []
+    for n in g.nodes:
+        if n.op == "batchnorm":
+            prod = g.producer(n.inputs[0])
+            if prod is not None and prod.op in ("conv2d", "dense") and len(g.consumers(n.inputs[0])) == 1 \
+                    and n.inputs[0] not in g.outputs:
+                gamma, beta, mean, var = (g.const(t).astype(np.float64) for t in n.inputs[1:5])
+                s = gamma / np.sqrt(var + n.attrs["eps"])
+                w = g.const(prod.inputs[1]).astype(np.float64)
+                w = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
+                b = g.const(prod.inputs[2]).astype(np.float64) if len(prod.inputs) > 2 else np.zeros(w.shape[0])
+                b = (b - mean) * s + beta
+                wn = g.add_const(g.fresh(prod.inputs[1] + "_bnfold"), w.astype(np.float32))
+                bn = g.add_const(g.fresh(prod.name + "_bias_bnfold"), b.astype(np.float32))
+                prod.inputs = [prod.inputs[0], wn, bn]
+                prod.attrs["folded_bn"] = n.name
+                old_out = prod.outputs[0]
+                prod.outputs = [n.outputs[0]]
+                del g.tensors[old_out]
+                continue
+            raise EdgepackError(f"node '{n.name}': a BatchNorm that does not follow a Conv or Linear cannot be "
+                                "folded; put it after a convolution or fold it before export")
+        keep.append(n)
+    g.nodes = keep
+    g.prune_unused()
+    return g

@@ -1,0 +1,66 @@
+"""Run a built model on a target behind one interface: ``run(out, x, on)``.
+
+Targets: ``reference`` (the numpy integer executor, the specification) and ``host`` (the generated C compiled
+for this machine through cffi). Inputs are float batches in the model's own layout (NCHW); they are quantized
+with the model's input parameters, and the raw int8 outputs are returned in the model's layout too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgepackError
+from ..graph import Graph
+from . import host, reference
+
+TARGETS = {"reference": reference.run_raw, "host": host.run_raw}
+
+
+class Model:
+    """A built output folder: its integer graph and the layout conversions at its boundary."""
+
+    def __init__(self, out):
+        self.out = Path(out)
+        if not (self.out / "graph.json").exists():
+            raise EdgepackError(f"{self.out}: not an edgepack output folder (no graph.json); run edgepack build")
+        self.graph = Graph.load(self.out)
+        self.inp = self.graph.tensors[self.graph.inputs[0]]
+        self.outp = self.graph.tensors[self.graph.outputs[0]]
+
+    @property
+    def input_shape(self):
+        """The model's own input shape (NCHW for images), batch 1."""
+        s = self.inp.shape
+        return (s[0], s[3], s[1], s[2]) if len(s) == 4 else tuple(s)
+
+    def quantize_input(self, x: np.ndarray, source: str = "input") -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        want = self.input_shape[1:]
+        if x.shape == tuple(want):
+            x = x[None]
+        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
+            raise EdgepackError(f"{source}: input shape {tuple(x.shape)} does not match the model input "
+                                f"(N, {', '.join(map(str, want))})")
+        if x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
+        q = self.inp.quant
+        return np.clip(np.round(x / q.scale) + q.zero_point, -128, 127).astype(np.int8)
+
+    def raw_to_model_layout(self, raw: np.ndarray) -> np.ndarray:
+        return raw.transpose(0, 3, 1, 2) if raw.ndim == 4 else raw
+
+    def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
+        q = self.outp.quant
+        return ((raw.astype(np.float32) - q.zero_point) * np.float32(q.scale)).astype(np.float32)
+
+
+def run(out, x: np.ndarray, on: str = "host", source: str = "input"):
+    """Run the batch ``x`` on target ``on``; return (float outputs, raw int8 outputs), model layout."""
+    if on not in TARGETS:
+        raise EdgepackError(f"--on {on}: unknown target; choose one of {', '.join(TARGETS)}")
+    m = Model(out)
+    xq = m.quantize_input(x, source)
+    raw = m.raw_to_model_layout(TARGETS[on](m, xq))
+    return m.dequantize_output(raw), raw
