@@ -55,7 +55,7 @@ def main():
     if a.format == "pt2":
         torch.export.save(torch.export.export(model, example), path)
     else:
-        torch.onnx.export(model, example, path, dynamo=False, input_names=["image"], output_names=["logits"])
+        torch.onnx.export(model, example, path, dynamo=True, input_names=["image"], output_names=["logits"])
     np.save(work / "calib.npy", xtr[::20])  # 200 training images, 20 per digit
     np.save(work / "test_x.npy", xte)
     np.save(work / "test_y.npy", yte)

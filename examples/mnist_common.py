@@ -82,3 +82,34 @@ def accuracy(logits, y) -> float:
 def float_logits(model, x):
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
+
+
+class MobileStyleNet(nn.Module):
+    """About 250k parameters on a 1x28x28 input, using every supported operator: conv 3x3 / 1x1 / 5x1,
+    stride 2, depthwise (multiplier 1 and 2), BN, ReLU / ReLU6, max and average pooling, a residual add,
+    global average pooling, two linear layers and a softmax as the last op."""
+
+    def __init__(self):
+        super().__init__()
+        bn = nn.BatchNorm2d
+        self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1, bias=False), bn(32), nn.ReLU6())
+        self.down1 = nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False), bn(64), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), bn(64), nn.ReLU6(),
+                                nn.Conv2d(64, 64, 1, bias=False), bn(64))
+        self.relu = nn.ReLU()
+        self.tall = nn.Sequential(nn.Conv2d(64, 64, (5, 1), padding=(2, 0)), nn.ReLU())
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.dw2 = nn.Sequential(nn.Conv2d(64, 128, 3, padding=1, groups=64), nn.ReLU())
+        self.down2 = nn.Sequential(nn.Conv2d(128, 128, 3, stride=2, padding=1, bias=False), bn(128), nn.ReLU())
+        self.avg = nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(128, 384)
+        self.fc2 = nn.Linear(384, 10)
+
+    def forward(self, x):
+        x = self.down1(self.stem(x))
+        x = self.relu(x + self.dw(x))
+        x = self.pool(self.tall(x))
+        x = self.down2(self.dw2(x))
+        x = self.gap(self.avg(x)).flatten(1)
+        return torch.softmax(self.fc2(torch.relu(self.fc1(x))), dim=1)

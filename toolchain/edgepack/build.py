@@ -66,7 +66,8 @@ def compile_check(out: Path, board: dict) -> dict:
         r = subprocess.run([cc, *CFLAGS, "-O2", "-I", str(out), "-c", str(s), "-o", str(o)],
                            capture_output=True, text=True)
         if r.returncode:
-            first = (r.stderr.strip().splitlines() or ["?"])[0]
+            lines = r.stderr.strip().splitlines() or ["?"]
+            first = next((ln for ln in lines if "error" in ln), lines[0])
             raise EdgepackError(f"{s.name}: generated C does not compile with {' '.join(CFLAGS)}: {first} "
                                 "(an edgepack bug: please report it)")
         objs.append(o)
@@ -76,6 +77,9 @@ def compile_check(out: Path, board: dict) -> dict:
         parts = line.split()
         if len(parts) >= 2 and parts[1].isdigit():
             sec = parts[0]
+            if sec.startswith(".data.rel.ro"):  # const data holding pointers, relocated once (PIE): read-only
+                sizes["rodata"] += int(parts[1])
+                continue
             for k in sizes:
                 if sec == "." + k or sec.startswith("." + k + "."):
                     sizes[k] += int(parts[1])

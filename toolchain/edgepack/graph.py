@@ -12,6 +12,9 @@ Two dialects live in the same IR, one after the other in the pipeline:
   ``quant`` parameters (ops ``conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, clamp_s8,
   softmax_s8, reshape``; see :mod:`edgepack.reference.ops` for their arithmetic).
 
+Batch convention: dimension 0 of every activation is the batch; graphs carry the nominal batch 1 and the
+executors run any batch N (reshape targets keep dimension 0 as the batch).
+
 Shapes are inferred here, once, for the float dialect (:func:`infer_shapes`), so both frontends share it.
 """
 
@@ -295,7 +298,7 @@ def infer_shapes(g: Graph, source: str = "model"):
     return g
 
 
-def fold_batchnorm(g: Graph):
+def fold_batchnorm(g: Graph, source: str = "model"):
     """Fold every batchnorm that directly follows a conv2d or dense (and is its only consumer) into it."""
     keep = []
     for n in g.nodes:
@@ -317,8 +320,8 @@ def fold_batchnorm(g: Graph):
                 prod.outputs = [n.outputs[0]]
                 del g.tensors[old_out]
                 continue
-            raise EdgepackError(f"node '{n.name}': a BatchNorm that does not follow a Conv or Linear cannot be "
-                                "folded; put it after a convolution or fold it before export")
+            raise EdgepackError(f"{source}: node '{n.name}': a BatchNorm that does not follow a Conv or Linear "
+                                "cannot be folded; put it after a convolution or fold it before export")
         keep.append(n)
     g.nodes = keep
     g.prune_unused()

@@ -69,7 +69,8 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
             counts[n.op] = idx + 1
             name = f"ep_{n.op}_{idx}"
             func = mod.template(attrs, shapes)
-            body = lower_to_c(func, name, set(mod.CONST), mcpu=mcpu, template=n.op)
+            const_idx = {i for i, p in enumerate(mod.PARAMS) if p in mod.CONST}
+            body = lower_to_c(func, name, const_idx, mcpu=mcpu, template=n.op)
             proto = prototype(body)
             src = (_header(f"Kernel {name}: template {n.op}, layer {n.name}, shapes {shapes}", command)
                    + f'#include <stdint.h>\n#include <stdbool.h>\n#include "{name}.h"\n\n' + body)
@@ -91,10 +92,15 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     wparts = [_header("Constant data: weights, biases, requantization multipliers and shifts, tables.",
                       command), "#include <stdint.h>\n#include \"model.h\"\n"]
     decls = []
+    used = set()
     for t in g.tensors.values():
         if t.data is None:
             continue
-        sym = "ep_c_" + cname(t.name)
+        sym = base = "ep_c_" + cname(t.name)
+        k = 1
+        while sym in used:
+            sym, k = f"{base}_{k}", k + 1
+        used.add(sym)
         consts[t.name] = sym
         ctype = CTYPES[t.dtype]
         n = int(t.data.size)

@@ -66,15 +66,18 @@ def target_for(mcpu: str | None):
     return tvm.target.Target(t)
 
 
-def lower_to_c(prim_func, name: str, const_params: set, mcpu: str | None = None,
+def lower_to_c(prim_func, name: str, const_params, mcpu: str | None = None,
                template: str = "", use_cache: bool = True) -> str:
-    """Lower ``prim_func`` to the C definition of function ``name`` (no includes, no TVM symbols)."""
+    """Lower ``prim_func`` to the C definition of function ``name`` (no includes, no TVM symbols).
+
+    ``const_params``: positions (ints) or C names (str) of the read-only pointer parameters."""
     import tvm
     from tvm import tirx
 
     func = prim_func.with_attr("global_symbol", name)
     script = func.script()
-    key = hashlib.sha256(f"{tvm.__version__}|{__version__}|{mcpu}|{sorted(const_params)}|{script}".encode())
+    key = hashlib.sha256(f"{tvm.__version__}|{__version__}|{mcpu}|{sorted(map(str, const_params))}|{script}"
+                         .encode())
     path = cache_dir() / f"{name}-{key.hexdigest()[:20]}.c"
     if use_cache and path.exists():
         return path.read_text()
@@ -103,10 +106,10 @@ def clean_c(src: str, name: str, const_params: set) -> str:
         i += 1
     body = src[start:i - 1]
     params = []
-    for p in m.group(1).split(","):
+    for i, p in enumerate(m.group(1).split(",")):
         p = p.strip()
         pname = p.split()[-1].lstrip("*")
-        params.append(("const " + p) if pname in const_params else p)
+        params.append(("const " + p) if (pname in const_params or i in const_params) else p)
     return f"void {name}({', '.join(params)}) {{\n{body}}}\n"
 
 

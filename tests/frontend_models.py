@@ -1,0 +1,135 @@
+"""Small torch models for tests/test_frontend.py (a module of its own so pickled models can be unpickled)."""
+
+import torch
+import torch.nn as nn
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine parameters, so folding is tested."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(c, generator=g) - 0.5)
+    return model.eval()
+
+
+class ConvZoo(nn.Module):
+    """conv 1x1 / 3x3 stride 2 / 5x5 / (3, 1), BN, ReLU, ReLU6, maxpool, flatten, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.c3 = nn.Conv2d(6, 6, 5, padding=2)
+        self.c4 = nn.Conv2d(6, 6, (3, 1), padding=(1, 0))
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(6 * 3 * 3, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.c1(x)))
+        x = nn.functional.relu6(self.bn2(self.c2(x)))
+        x = self.c4(torch.relu(self.c3(x)))
+        x = self.pool(x)
+        return self.fc(torch.flatten(x, 1))
+
+
+class PadDilDw(nn.Module):
+    """asymmetric ZeroPad2d, dilation, depthwise (and multiplier 2), hardtanh, residual add, avgpools, softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d((1, 2, 0, 1))  # left, right, top, bottom
+        self.c1 = nn.Conv2d(3, 8, 3, dilation=2)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.act1 = nn.Hardtanh(-1.0, 1.5)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.dw2 = nn.Conv2d(8, 16, 3, padding=1, groups=8)
+        self.ap1 = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.ap2 = nn.AvgPool2d(2, stride=2, padding=1, count_include_pad=True)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        y = self.act1(self.bn1(self.c1(self.pad(x))))
+        y = y + torch.relu(self.bn2(self.dw(y)))
+        y = self.ap2(self.ap1(self.dw2(y)))
+        y = torch.flatten(self.gap(y), 1)
+        return torch.softmax(self.fc(self.drop(y)), dim=-1)
+
+
+class MeanHead(nn.Module):
+    """conv with padding="same" and an even kernel (uneven pads), mean over (H, W) without keepdim, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, (2, 4), padding="same")
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c(x)).mean(dim=(-2, -1)))
+
+
+class ViewHead(nn.Module):
+    """maxpool with padding, mean with keepdim, view(x.size(0), -1), clamp, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.mp = nn.MaxPool2d(3, stride=2, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.mp(torch.clamp(self.c(x), 0.0, 4.0))
+        y = y.mean(dim=(2, 3), keepdim=True)
+        return self.fc(y.view(y.size(0), -1))
+
+
+class MLP(nn.Module):
+    """a flat (N, F) input: linear, ReLU, dropout, linear, softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(20, 16)
+        self.drop = nn.Dropout(0.5)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return torch.softmax(self.fc2(self.drop(torch.relu(self.fc1(x)))), dim=1)
+
+
+class SigmoidNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.sigmoid(self.c(x))
+
+
+class GeluNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(20, 8)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class CeilPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.mp = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+
+    def forward(self, x):
+        return self.mp(self.c(x))

@@ -1,0 +1,194 @@
+"""Model importers: ONNX, torch.export (.pt2), TorchScript and pickled nn.Module (.pt) -> float-dialect Graph.
+
+Each format-specific importer builds a raw graph that may still hold three pseudo ops, ``identity``,
+``pad`` (a zero pad of H/W, attr ``pads`` (t, l, b, r)) and ``add`` of a constant. :func:`finish_graph` (shared)
+removes identities, merges zero pads into the following conv/avgpool, turns constant adds after a conv/dense into
+its bias, infers shapes, folds batchnorms, removes no-op reshapes and checks the one-input/one-output contract.
+
+Batch convention: the graph's input has batch dimension 1; it is a nominal shape. Reshape targets keep the batch
+at dimension 0, so a float executor may run any batch N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgepackError
+from ..graph import Graph, fold_batchnorm, infer_shapes
+
+__all__ = ["load_model", "finish_graph"]
+
+
+def load_model(path, input_shape=None) -> Graph:
+    """Import a model file (.onnx, .pt2, .pt) into a float-dialect graph with batch 1.
+
+    ``input_shape`` (a tuple, NCHW or (N, F)) is needed only where the file carries no shapes (TorchScript,
+    pickled nn.Module); where given for other formats it fills in dynamic dimensions.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgepackError(f"{path}: no such file")
+    if input_shape is not None:
+        try:
+            input_shape = tuple(int(v) for v in input_shape)
+        except (TypeError, ValueError):
+            raise EdgepackError(f"{path}: input shape {input_shape!r} is not a tuple of integers") from None
+        if len(input_shape) not in (2, 4) or min(input_shape) <= 0:
+            raise EdgepackError(f"{path}: input shape {input_shape} must be 4-D NCHW or 2-D (N, F) with "
+                                "positive sizes")
+        input_shape = (1,) + input_shape[1:]
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from .onnx_frontend import load_onnx
+        g, fmt = load_onnx(path, input_shape), "onnx"
+    elif suffix == ".pt2":
+        from .torch_frontend import load_pt2
+        g, fmt = load_pt2(path, input_shape), "pt2"
+    elif suffix in (".pt", ".pth"):
+        from .torch_frontend import load_pt
+        g, fmt = load_pt(path, input_shape)
+    else:
+        raise EdgepackError(f"{path}: unknown model format '{suffix}'; expected .onnx, .pt2 (torch.export.save) "
+                            "or .pt (TorchScript or pickled nn.Module)")
+    g.meta["source"] = {"path": str(path), "format": fmt,
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return g
+
+
+# ---- shared clean-up -------------------------------------------------------------------------------------
+def finish_graph(g: Graph, source: str) -> Graph:
+    """Turn a raw frontend graph into a clean float-dialect graph (see the module docstring)."""
+    if len(g.inputs) != 1:
+        raise EdgepackError(f"{source}: the model has {len(g.inputs)} inputs; edgepack supports exactly one")
+    if len(g.outputs) != 1:
+        raise EdgepackError(f"{source}: the model has {len(g.outputs)} outputs; edgepack supports exactly one")
+    shape = g.tensors[g.inputs[0]].shape
+    if shape is None or len(shape) not in (2, 4) or shape[0] != 1:
+        raise EdgepackError(f"{source}: input shape {shape} is not NCHW or (N, F) with batch 1")
+    if g.outputs[0] in g.inputs:
+        raise EdgepackError(f"{source}: the model output is its input; nothing to compile")
+    _remove_identities(g)
+    _merge_pads(g, source)
+    _relu_from_clip(g)
+    _fold_const_adds(g, source)
+    for n in g.nodes:
+        if n.op == "conv2d" and n.attrs.get("group", 1) != 1:
+            cin = g.tensors[n.inputs[1]].shape[1] * n.attrs["group"]
+            if n.attrs["group"] != cin:
+                raise EdgepackError(f"{source}: node '{n.name}' (conv2d): grouped convolution with group="
+                                    f"{n.attrs['group']} is not supported; only group=1 or depthwise "
+                                    f"(group = input channels)")
+    infer_shapes(g, source=source)
+    fold_batchnorm(g, source=source)
+    if _simplify_reshapes(g):
+        infer_shapes(g, source=source)
+    if not g.nodes:
+        raise EdgepackError(f"{source}: the model has no operators left to compile")
+    g.prune_unused()
+    return g
+
+
+def _remove_identities(g: Graph):
+    keep = []
+    for n in g.nodes:
+        if n.op == "identity":
+            g.replace_uses(n.outputs[0], n.inputs[0])
+        else:
+            keep.append(n)
+    g.nodes = keep
+
+
+def _merge_pads(g: Graph, source: str):
+    """Merge each zero ``pad`` into every consumer: conv2d, or avgpool that counts pads (or has none)."""
+    keep = []
+    for n in g.nodes:
+        if n.op != "pad":
+            keep.append(n)
+            continue
+        t, l, b, r = n.attrs["pads"]
+        users = g.consumers(n.outputs[0])
+        if n.outputs[0] in g.outputs or not users:
+            raise EdgepackError(f"{source}: node '{n.name}': a zero pad must be followed by a convolution or an "
+                                "average pool")
+        for u in users:
+            ok = u.op == "conv2d" or (u.op == "avgpool" and (u.attrs.get("count_include_pad", True)
+                                                             or not any(u.attrs.get("pads", (0, 0, 0, 0)))))
+            if not ok or u.inputs[0] != n.outputs[0]:
+                raise EdgepackError(f"{source}: node '{n.name}': a zero pad followed by '{u.op}' ('{u.name}') "
+                                    "cannot be merged; only a convolution or an average pool that counts "
+                                    "padding can follow a pad")
+            pt, pl, pb, pr = u.attrs.get("pads", (0, 0, 0, 0))
+            u.attrs["pads"] = (pt + t, pl + l, pb + b, pr + r)
+            if u.op == "avgpool":
+                u.attrs["count_include_pad"] = True
+            u.inputs[0] = n.inputs[0]
+    g.nodes = keep
+
+
+def _relu_from_clip(g: Graph):
+    for n in g.nodes:
+        if n.op == "clip" and n.attrs.get("max") is None and n.attrs.get("min") == 0:
+            n.op, n.attrs = "relu", {}
+
+
+def _fold_const_adds(g: Graph, source: str):
+    """An ``add`` of a constant right after a conv2d/dense (its only user) becomes (part of) its bias."""
+    keep = []
+    for n in g.nodes:
+        if n.op != "add" or not any(g.tensors[t].is_const for t in n.inputs):
+            keep.append(n)
+            continue
+        consts = [t for t in n.inputs if g.tensors[t].is_const]
+        acts = [t for t in n.inputs if not g.tensors[t].is_const]
+        prod = g.producer(acts[0]) if len(acts) == 1 else None
+        ok = prod is not None and prod.op in ("conv2d", "dense") and len(g.consumers(acts[0])) == 1 \
+            and acts[0] not in g.outputs
+        if ok:
+            w = g.const(prod.inputs[1])
+            c = np.asarray(g.const(consts[0]), dtype=np.float64)
+            o = w.shape[0]
+            allowed = [(o,), (1, o)] if prod.op == "dense" else [(o, 1, 1), (1, o, 1, 1)]
+            if c.size == 1 or c.shape in allowed:
+                c = np.broadcast_to(c.reshape(-1), (o,))
+                b = g.const(prod.inputs[2]).astype(np.float64) if len(prod.inputs) > 2 else np.zeros(o)
+                bn = g.add_const(g.fresh(prod.name + "_bias"), (b + c).astype(np.float32))
+                prod.inputs = [prod.inputs[0], prod.inputs[1], bn]
+                g.replace_uses(n.outputs[0], acts[0])
+                continue
+        raise EdgepackError(f"{source}: node '{n.name}': adding a constant is supported only as the bias of the "
+                            "convolution or linear layer right before it")
+    g.nodes = keep
+    g.prune_unused()
+
+
+def _simplify_reshapes(g: Graph) -> bool:
+    """Drop reshapes/flattens that do not change the shape; turn (N, ...) -> (N, prod) reshapes into flatten."""
+    changed = False
+    keep = []
+    for n in g.nodes:
+        if n.op in ("reshape", "flatten"):
+            xs = g.tensors[n.inputs[0]].shape
+            ys = g.tensors[n.outputs[0]].shape
+            if tuple(xs) == tuple(ys):
+                out = n.outputs[0]
+                if out in g.outputs and n.inputs[0] in g.inputs:
+                    keep.append(n)  # the only node: keep it so the graph is not empty
+                    continue
+                g.replace_uses(out, n.inputs[0])
+                changed = True
+                continue
+            if n.op == "reshape" and len(ys) == 2 and len(xs) > 2 and ys[0] == xs[0]:
+                n.op, n.attrs = "flatten", {"axis": 1}
+                changed = True
+        keep.append(n)
+    g.nodes = keep
+    return changed
+
+
+def short_reason(e: BaseException, limit: int = 200) -> str:
+    """One line of an exception's message, cut to ``limit`` characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,494 @@
+"""ONNX -> float-dialect graph.
+
+Shapes come from ``onnx.shape_inference`` run after the input's batch dimension is fixed. Nodes whose inputs
+are all constant (Constant, initializers, ``Shape`` of a tensor whose shape is known, and anything computed from
+those, e.g. the Shape->Gather->Concat chains that exporters emit for a flatten) are evaluated at import time with
+``onnx.reference`` and become constants. Every other node must be one of :data:`SUPPORTED`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgepackError
+from ..graph import Graph
+from . import finish_graph, short_reason
+
+SUPPORTED = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Conv", "Dropout", "Flatten", "Gemm",
+             "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Pad", "ReduceMean", "Relu", "Reshape",
+             "Softmax")
+
+# ops never folded even when all inputs are constant (random or stateful)
+_NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def load_onnx(path: Path, input_shape=None) -> Graph:
+    """Read an ONNX file and return the finished float-dialect graph."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # protobuf DecodeError, OSError, missing external data ...
+        raise EdgepackError(f"{path}: not a valid ONNX model ({short_reason(e)})") from None
+    _check_structure(model, path)
+    return _Importer(model, path, input_shape).run()
+
+
+def _check_structure(model, path):
+    """Catch files that parse but are cut short: every tensor a node reads must be defined before it.
+
+    (``onnx.checker`` is not used: it also refuses valid files whose graph outputs carry no shape.)
+    """
+    g = model.graph
+    if len(g.node) == 0 or len(g.output) == 0:
+        raise EdgepackError(f"{path}: not a valid ONNX model (the graph has no nodes or no outputs)")
+    known = {t.name for t in g.initializer} | {i.name for i in g.input} | {""}
+    for i, n in enumerate(g.node):
+        for t in n.input:
+            if t not in known:
+                raise EdgepackError(f"{path}: not a valid ONNX model (node '{n.name or i}' reads '{t}', which "
+                                    "nothing defines before it)")
+        known.update(n.output)
+    for o in g.output:
+        if o.name not in known:
+            raise EdgepackError(f"{path}: not a valid ONNX model (output '{o.name}' is never computed)")
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _s(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class _Importer:
+    def __init__(self, model, path, input_shape):
+        import onnx
+        from onnx import numpy_helper
+
+        self.onnx = onnx
+        self.path = path
+        self.src = str(path)
+        self.model = model
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.consts: dict[str, np.ndarray] = {}
+        for t in model.graph.initializer:
+            try:
+                self.consts[t.name] = numpy_helper.to_array(t, base_dir=str(Path(path).parent))
+            except Exception as e:
+                raise EdgepackError(f"{path}: not a valid ONNX model (initializer '{t.name}': "
+                                    f"{short_reason(e)})") from None
+        self.g = Graph()
+        self.reserved = {t for n in model.graph.node for t in n.output} | {i.name for i in model.graph.input}
+        self.alias: dict[str, str] = {}
+        self.shapes: dict[str, tuple] = {}
+        self.input_shape = input_shape
+        self.batch = 1
+
+    # ---- helpers ---------------------------------------------------------------------------------------
+    def fail(self, node, msg):
+        raise EdgepackError(f"{self.src}: node '{node.name}' ({node.op_type}): {msg}")
+
+    def name(self, t):
+        return self.alias.get(t, t)
+
+    def is_const(self, t):
+        return t in self.consts
+
+    def act(self, node, t):
+        """The graph tensor of activation ``t`` (an error if ``t`` is a constant or unknown)."""
+        if t in self.consts:
+            self.fail(node, f"input '{t}' is a constant where an activation is expected")
+        t = self.name(t)
+        if t not in self.g.tensors:
+            self.fail(node, f"input '{t}' is not produced by any supported node")
+        return t
+
+    def const(self, node, t, what="weight"):
+        if t not in self.consts:
+            self.fail(node, f"the {what} '{t}' must be a constant (initializer)")
+        return self.consts[t]
+
+    def newname(self, base):
+        """A tensor name not yet in the graph and not used by any ONNX activation."""
+        name, i = base, 0
+        while name in self.g.tensors or name in self.reserved:
+            i += 1
+            name = f"{base}_{i}"
+        return name
+
+    def wconst(self, t, data):
+        """Add a float32 weight tensor to the graph under a fresh name based on ``t``."""
+        name = self.newname(t)
+        self.g.add_const(name, np.asarray(data, dtype=np.float32))
+        return name
+
+    def out(self, node, i=0):
+        return node.output[i]
+
+    def shape_of(self, t):
+        return self.shapes.get(t)
+
+    # ---- input and shape inference ---------------------------------------------------------------------
+    def setup_input(self):
+        g = self.model.graph
+        inits = {t.name for t in g.initializer}
+        ins = [i for i in g.input if i.name not in inits]
+        if len(ins) != 1:
+            raise EdgepackError(f"{self.src}: the model has {len(ins)} inputs ({', '.join(i.name for i in ins)}); "
+                                "edgepack supports exactly one")
+        if len(g.output) != 1:
+            raise EdgepackError(f"{self.src}: the model has {len(g.output)} outputs; edgepack supports exactly one")
+        inp = ins[0]
+        tt = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type"):
+            raise EdgepackError(f"{self.src}: input '{inp.name}' is not a tensor")
+        if tt.elem_type not in (1, 10, 11, 16):  # float, float16, double, bfloat16
+            raise EdgepackError(f"{self.src}: input '{inp.name}' is not a float tensor")
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim] \
+            if tt.HasField("shape") else None
+        if self.input_shape is not None:
+            if dims is not None and len(dims) != len(self.input_shape):
+                raise EdgepackError(f"{self.src}: --input-shape {self.input_shape} has {len(self.input_shape)} "
+                                    f"dimensions but input '{inp.name}' has {len(dims)}")
+            if dims is not None:
+                for i, (d, v) in enumerate(zip(dims, self.input_shape)):
+                    if i > 0 and d is not None and d != v:
+                        raise EdgepackError(f"{self.src}: --input-shape {self.input_shape} disagrees with the "
+                                            f"model's input shape {tuple(dims)}")
+            shape = list(self.input_shape)
+        else:
+            if dims is None or any(d is None for d in dims[1:]):
+                raise EdgepackError(f"{self.src}: input '{inp.name}' has no fixed shape "
+                                    f"({'unknown' if dims is None else tuple(dims)}); pass --input-shape")
+            shape = [1] + dims[1:]
+        if len(shape) not in (2, 4):
+            raise EdgepackError(f"{self.src}: input '{inp.name}' has shape {tuple(shape)}; edgepack supports NCHW "
+                                "or (N, F) inputs")
+        # keep a fixed batch of the file for shape inference (reshape constants may name it); else 1
+        self.batch = dims[0] if dims is not None and dims[0] is not None else 1
+        shape[0] = self.batch
+        tt.ClearField("shape")
+        for v in shape:
+            tt.shape.dim.add().dim_value = int(v)
+        try:
+            inferred = self.onnx.shape_inference.infer_shapes(self.model, data_prop=True)
+        except Exception as e:
+            raise EdgepackError(f"{self.src}: ONNX shape inference failed ({short_reason(e)})") from None
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+            t = vi.type.tensor_type
+            if vi.type.HasField("tensor_type") and t.HasField("shape"):
+                d = [x.dim_value if x.HasField("dim_value") else None for x in t.shape.dim]
+                if all(v is not None for v in d):
+                    self.shapes[vi.name] = tuple(d)
+        self.g.add_tensor(inp.name, shape=(1,) + tuple(shape[1:]))
+        self.g.inputs = [inp.name]
+        return g.output[0].name
+
+    # ---- main loop -------------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        out_name = self.setup_input()
+        for i, node in enumerate(self.model.graph.node):
+            if not node.name:
+                node.name = f"{node.op_type}_{i}"
+            if node.domain not in ("", "ai.onnx"):
+                self.unsupported(node)
+            if self.try_fold(node):
+                continue
+            handler = getattr(self, "op_" + node.op_type, None)
+            if handler is None:
+                self.unsupported(node)
+            try:
+                handler(node, _attrs(node))
+            except EdgepackError:
+                raise
+            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+                self.fail(node, f"cannot import this node ({short_reason(e)})")
+        if out_name in self.consts:
+            raise EdgepackError(f"{self.src}: the model output '{out_name}' does not depend on the input")
+        out = self.name(out_name)
+        if out not in self.g.tensors:
+            raise EdgepackError(f"{self.src}: the model output '{out_name}' is not produced by any node")
+        self.g.outputs = [out]
+        return finish_graph(self.g, self.src)
+
+    def unsupported(self, node):
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        raise EdgepackError(f"{self.src}: node '{node.name}': operator '{op}' is not supported by edgepack; "
+                            f"supported: {', '.join(SUPPORTED)}")
+
+    def try_fold(self, node) -> bool:
+        """Evaluate ``node`` now if all its inputs are known constants."""
+        if node.op_type in _NO_FOLD:
+            return False
+        if node.op_type == "Constant":
+            from onnx.reference import ReferenceEvaluator
+            self.consts[node.output[0]] = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, {})[0]
+            return True
+        if node.op_type in ("Shape", "Size"):
+            s = self.shape_of(node.input[0])
+            if node.input[0] in self.consts:
+                s = self.consts[node.input[0]].shape
+            if s is None:
+                self.fail(node, "the shape of its input is not known at import time")
+            a = _attrs(node)
+            if node.op_type == "Size":
+                self.consts[node.output[0]] = np.array(int(np.prod(s)), dtype=np.int64)
+            else:
+                s = list(s)[a.get("start", 0): a.get("end", len(s))] if ("start" in a or "end" in a) else list(s)
+                self.consts[node.output[0]] = np.array(s, dtype=np.int64)
+            return True
+        ins = [t for t in node.input if t]
+        if not ins or not all(t in self.consts for t in ins):
+            return False
+        from onnx.reference import ReferenceEvaluator
+        try:
+            outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(
+                None, {t: self.consts[t] for t in ins})
+        except Exception as e:
+            self.fail(node, f"cannot evaluate this constant expression ({short_reason(e)})")
+        for name, v in zip(node.output, outs):
+            if name:
+                self.consts[name] = np.asarray(v)
+        return True
+
+    # ---- operators -------------------------------------------------------------------------------------
+    def op_Identity(self, node, a):
+        self.alias[node.output[0]] = self.act(node, node.input[0])
+
+    def op_Dropout(self, node, a):
+        if len(node.input) > 2 and node.input[2] and self.consts.get(node.input[2], np.array(False)).item():
+            self.fail(node, "dropout in training mode")
+        if len(node.output) > 1 and node.output[1]:
+            self.consts[node.output[1]] = np.ones(self.shape_of(node.input[0]) or (1,), dtype=bool)
+        self.alias[node.output[0]] = self.act(node, node.input[0])
+
+    def op_Relu(self, node, a):
+        self.g.add_node("relu", node.name, [self.act(node, node.input[0])], [node.output[0]])
+
+    def op_Clip(self, node, a):
+        lo, hi = a.get("min"), a.get("max")
+        if self.opset >= 11:
+            lo = hi = None
+            if len(node.input) > 1 and node.input[1]:
+                lo = float(self.const(node, node.input[1], "min").reshape(()))
+            if len(node.input) > 2 and node.input[2]:
+                hi = float(self.const(node, node.input[2], "max").reshape(()))
+        lo = None if lo is None or lo <= -3.4e38 else float(lo)
+        hi = None if hi is None or hi >= 3.4e38 else float(hi)
+        self.g.add_node("clip", node.name, [self.act(node, node.input[0])], [node.output[0]], min=lo, max=hi)
+
+    def op_Add(self, node, a):
+        x, y = node.input[0], node.input[1]
+        names = []
+        for t in (x, y):
+            if t in self.consts:
+                names.append(self.wconst(t, self.consts[t]))
+            else:
+                names.append(self.act(node, t))
+        if x in self.consts and y in self.consts:
+            self.fail(node, "both inputs are constants")
+        if x not in self.consts and y not in self.consts:
+            sx, sy = self.shape_of(x), self.shape_of(y)
+            if sx is not None and sy is not None and sx != sy:
+                self.fail(node, f"shapes {sx} and {sy} differ; broadcasting adds are not supported")
+        self.g.add_node("add", node.name, names, [node.output[0]])
+
+    def _spatial(self, node, a, kernel, what):
+        """strides, pads (t, l, b, r) and dilations of a Conv/Pool node, with auto_pad resolved."""
+        strides = tuple(a.get("strides", (1, 1)))
+        dil = tuple(a.get("dilations", (1, 1)))
+        pads = tuple(a.get("pads", (0, 0, 0, 0)))
+        if len(kernel) != 2 or len(strides) != 2 or len(dil) != 2 or len(pads) != 4:
+            self.fail(node, f"only 2-D {what} is supported")
+        auto = _s(a.get("auto_pad", "NOTSET"))
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            s = self.shape_of(node.input[0])
+            if s is None or len(s) != 4:
+                self.fail(node, "auto_pad SAME needs a known input shape")
+            pb, pe = [], []
+            for size, k, st, d in zip(s[2:], kernel, strides, dil):
+                total = max((math.ceil(size / st) - 1) * st + (k - 1) * d + 1 - size, 0)
+                small, big = total // 2, total - total // 2
+                pb.append(small if auto == "SAME_UPPER" else big)
+                pe.append(big if auto == "SAME_UPPER" else small)
+            pads = (pb[0], pb[1], pe[0], pe[1])
+        elif auto == "VALID":
+            pads = (0, 0, 0, 0)
+        elif auto != "NOTSET":
+            self.fail(node, f"auto_pad '{auto}' is not supported")
+        if min(pads) < 0:
+            self.fail(node, f"negative pads {pads} are not supported")
+        return strides, tuple(int(p) for p in pads), dil
+
+    def op_Conv(self, node, a):
+        x = self.act(node, node.input[0])
+        w = self.const(node, node.input[1])
+        if w.ndim != 4:
+            self.fail(node, "only 2-D convolution is supported")
+        kernel = tuple(a.get("kernel_shape", w.shape[2:]))
+        strides, pads, dil = self._spatial(node, a, kernel, "convolution")
+        ins = [x, self.wconst(node.input[1], w)]
+        if len(node.input) > 2 and node.input[2]:
+            ins.append(self.wconst(node.input[2], self.const(node, node.input[2], "bias")))
+        self.g.add_node("conv2d", node.name, ins, [node.output[0]], strides=strides, pads=pads, dilations=dil,
+                        group=int(a.get("group", 1)))
+
+    def op_BatchNormalization(self, node, a):
+        if a.get("training_mode", 0) or (len(node.output) > 1 and any(node.output[1:])):
+            self.fail(node, "batch normalization in training mode; export the model in eval mode")
+        ins = [self.act(node, node.input[0])]
+        for t, what in zip(node.input[1:5], ("scale", "bias", "mean", "variance")):
+            ins.append(self.wconst(t, self.const(node, t, what)))
+        self.g.add_node("batchnorm", node.name, ins, [node.output[0]], eps=float(a.get("epsilon", 1e-5)))
+
+    def _check_ceil(self, node, a, kernel, strides, pads, dil=(1, 1)):
+        if not a.get("ceil_mode", 0):
+            return
+        s = self.shape_of(node.input[0])
+        if s is not None and len(s) == 4:
+            same = all(
+                (size + p0 + p1 - d * (k - 1) - 1) % st == 0
+                for size, k, st, p0, p1, d in zip(s[2:], kernel, strides, pads[:2], pads[2:], dil))
+            if same:
+                return  # ceil and floor give the same output size
+        self.fail(node, "ceil_mode=1 is not supported; use ceil_mode=0 (floor) or pad the input")
+
+    def op_MaxPool(self, node, a):
+        x = self.act(node, node.input[0])
+        if len(node.output) > 1 and node.output[1]:
+            self.fail(node, "the indices output of MaxPool is not supported")
+        kernel = tuple(a["kernel_shape"])
+        strides, pads, dil = self._spatial(node, a, kernel, "pooling")
+        if dil != (1, 1):
+            self.fail(node, "dilated pooling is not supported")
+        self._check_ceil(node, a, kernel, strides, pads)
+        self.g.add_node("maxpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads)
+
+    def op_AveragePool(self, node, a):
+        x = self.act(node, node.input[0])
+        kernel = tuple(a["kernel_shape"])
+        strides, pads, dil = self._spatial(node, a, kernel, "pooling")
+        if dil != (1, 1):
+            self.fail(node, "dilated pooling is not supported")
+        self._check_ceil(node, a, kernel, strides, pads)
+        self.g.add_node("avgpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads,
+                        count_include_pad=bool(a.get("count_include_pad", 0)))
+
+    def op_GlobalAveragePool(self, node, a):
+        self.g.add_node("global_avgpool", node.name, [self.act(node, node.input[0])], [node.output[0]])
+
+    def op_ReduceMean(self, node, a):
+        x = self.act(node, node.input[0])
+        axes = a.get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = self.const(node, node.input[1], "axes")
+        s = self.shape_of(node.input[0])
+        rank = len(s) if s is not None else 4
+        axes = sorted(int(v) % rank for v in axes) if axes is not None and len(axes) else None
+        if rank != 4 or axes != [2, 3]:
+            self.fail(node, f"only a mean over H and W (axes [2, 3]) of an NCHW tensor is supported, got axes "
+                            f"{axes}")
+        if a.get("keepdims", 1):
+            self.g.add_node("global_avgpool", node.name, [x], [node.output[0]])
+        else:
+            mid = self.newname(node.output[0] + "_keepdims")
+            self.g.add_node("global_avgpool", node.name, [x], [mid])
+            self.g.add_node("flatten", node.name + "_flatten", [mid], [node.output[0]], axis=1)
+
+    def op_Flatten(self, node, a):
+        x = self.act(node, node.input[0])
+        axis = int(a.get("axis", 1))
+        s = self.shape_of(node.input[0])
+        if axis < 0 and s is not None:
+            axis += len(s)
+        if axis == 0 and self.batch == 1:
+            axis = 1  # (1, C*H*W) either way with batch 1
+        if axis != 1:
+            self.fail(node, f"flatten with axis={a.get('axis')} is not supported; only axis=1")
+        self.g.add_node("flatten", node.name, [x], [node.output[0]], axis=1)
+
+    def op_Reshape(self, node, a):
+        x = self.act(node, node.input[0])
+        target = [int(v) for v in self.const(node, node.input[1], "shape")]
+        sx, sy = self.shape_of(node.input[0]), self.shape_of(node.output[0])
+        if a.get("allowzero", 0) and 0 in target:
+            self.fail(node, "allowzero with a zero in the shape is not supported")
+        if sx is not None and sy is not None:
+            if not sy or sx[0] != sy[0]:
+                self.fail(node, f"a reshape from {sx} to {sy} changes the batch dimension; only reshapes that "
+                                "keep dimension 0 are supported")
+            target = [1] + list(sy[1:])
+        elif target and target[0] == self.batch:
+            target[0] = 1
+        self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=tuple(target))
+
+    def op_Gemm(self, node, a):
+        if a.get("transA", 0):
+            self.fail(node, "transA=1 is not supported")
+        x = self.act(node, node.input[0])
+        w = self.const(node, node.input[1]).astype(np.float64)
+        if w.ndim != 2:
+            self.fail(node, "the weight must be 2-D")
+        w = w if a.get("transB", 0) else w.T
+        w = w * float(a.get("alpha", 1.0))
+        ins = [x, self.wconst(node.input[1], w)]
+        if len(node.input) > 2 and node.input[2]:
+            c = self.const(node, node.input[2], "bias").astype(np.float64) * float(a.get("beta", 1.0))
+            if c.size not in (1, w.shape[0]) or (c.ndim == 2 and c.shape[0] != 1) or c.ndim > 2:
+                self.fail(node, f"bias of shape {c.shape} is not supported")
+            ins.append(self.wconst(node.input[2], np.broadcast_to(c.reshape(-1), (w.shape[0],))))
+        self.g.add_node("dense", node.name, ins, [node.output[0]])
+
+    def op_MatMul(self, node, a):
+        x = self.act(node, node.input[0])
+        w = self.const(node, node.input[1])
+        if w.ndim != 2:
+            self.fail(node, "only a matrix product with a constant 2-D weight is supported")
+        self.g.add_node("dense", node.name, [x, self.wconst(node.input[1], w.T)], [node.output[0]])
+
+    def op_Softmax(self, node, a):
+        x = self.act(node, node.input[0])
+        s = self.shape_of(node.input[0])
+        axis = int(a.get("axis", -1 if self.opset >= 13 else 1))
+        if s is not None:
+            axis %= len(s)
+            if self.opset < 13 and axis != len(s) - 1:
+                self.fail(node, "softmax over more than the last axis (opset < 13) is not supported")
+            axis = -1 if axis == len(s) - 1 else axis
+        self.g.add_node("softmax", node.name, [x], [node.output[0]], axis=axis)
+
+    def op_Pad(self, node, a):
+        x = self.act(node, node.input[0])
+        mode = _s(a.get("mode", "constant"))
+        if mode != "constant":
+            self.fail(node, f"pad mode '{mode}' is not supported; only zero padding")
+        if self.opset >= 11:
+            pads = [int(v) for v in self.const(node, node.input[1], "pads")]
+            value = 0.0
+            if len(node.input) > 2 and node.input[2]:
+                value = float(self.const(node, node.input[2], "constant value").reshape(-1)[0])
+            axes = None
+            if len(node.input) > 3 and node.input[3]:
+                axes = [int(v) for v in self.const(node, node.input[3], "axes")]
+        else:
+            pads, value, axes = list(a.get("pads", [])), float(a.get("value", 0.0)), None
+        rank = len(pads) // 2
+        if axes is None:
+            axes = list(range(rank))
+        s = self.shape_of(node.input[0])
+        r = len(s) if s is not None else 4
+        full = [0] * (2 * r)
+        for i, ax in enumerate(axes):
+            ax %= r
+            full[ax], full[r + ax] = pads[i], pads[rank + i]
+        if value != 0.0:
+            self.fail(node, f"padding with {value} is not supported; only zero padding")
+        if r != 4 or any(full[i] for i in (0, 1, 4, 5)) or min(full) < 0:
+            self.fail(node, f"pads {pads} are not supported; only non-negative padding of H and W of NCHW")
+        self.g.add_node("pad", node.name, [x], [node.output[0]], pads=(full[2], full[3], full[6], full[7]))

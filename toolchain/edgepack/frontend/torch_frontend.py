@@ -1,0 +1,681 @@
+"""PyTorch -> float-dialect graph: torch.export (.pt2), TorchScript and pickled nn.Module (.pt).
+
+All three go through one walker over an ExportedProgram's FX graph of aten ops (:class:`_Walker`); it accepts
+both the pre-dispatch ops that ``torch.export.export`` emits (conv2d, batch_norm, linear, ...) and their core-aten
+decompositions (convolution, _native_batch_norm_legit_no_training, addmm, ...). Nodes with no activation among
+their inputs (``t``/``permute`` of a weight, size arithmetic) are evaluated with torch at import time.
+Reshape targets are taken from the node's recorded output shape (``meta["val"]``) with the batch kept at dim 0.
+
+* ``.pt2``: ``torch.export.load``.
+* pickled ``nn.Module`` (``torch.save(model)``): ``torch.load(weights_only=False)``, which runs the pickle
+  (only load files you trust) and needs the model's class importable; then ``torch.export.export`` at
+  ``input_shape`` with batch 1.
+* TorchScript (``torch.jit.save``): ``torch.jit.load`` then ``torch._export.converter.TS2EPConverter``, which
+  turns the scripted or traced module into an ExportedProgram of the same aten ops, so TorchScript models share
+  the walker, its op names in errors and the exact weights. The alternative, the TorchScript-based
+  ``torch.onnx.export(..., dynamo=False)`` then the ONNX importer, is deprecated since torch 2.9 and rewrites
+  simple ops into long ONNX chains (a ZeroPad2d becomes 16 nodes); it is kept only as a fallback for modules the
+  converter cannot handle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import operator
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgepackError
+from ..graph import Graph
+from . import finish_graph, short_reason
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence torch's warnings and log lines (they print tracebacks for files it cannot read)."""
+    prev = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(prev)
+
+
+def _torch_reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    for cut in (" This is an internal miniz error", " If you are seeing this error"):
+        text = text.split(cut)[0]
+    return short_reason(type(e)(text) if text else e)
+
+
+def _import_torch(path):
+    try:
+        import torch
+    except ImportError:
+        raise EdgepackError(f"{path}: reading PyTorch models needs the 'torch' package") from None
+    return torch
+
+
+def load_pt2(path: Path, input_shape=None) -> Graph:
+    """Read a torch.export.save archive."""
+    torch = _import_torch(path)
+    try:
+        with _quiet():
+            ep = torch.export.load(str(path))
+    except Exception as e:
+        raise EdgepackError(f"{path}: not a valid torch.export (.pt2) file ({_torch_reason(e)})") from None
+    return _Walker(ep, str(path), input_shape).run()
+
+
+def load_pt(path: Path, input_shape=None):
+    """Read a TorchScript file or a pickled nn.Module; returns (graph, format)."""
+    torch = _import_torch(path)
+    try:
+        with _quiet():
+            sm = torch.jit.load(str(path), map_location="cpu")
+    except Exception:
+        sm = None
+    if sm is not None:
+        return _from_torchscript(torch, sm, path, input_shape), "torchscript"
+    try:
+        with _quiet():
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except (AttributeError, ModuleNotFoundError, ImportError) as e:
+        raise EdgepackError(f"{path}: cannot unpickle the model ({short_reason(e)}); the module defining its "
+                            "class must be importable (PYTHONPATH), or save it with torch.export.save or "
+                            "torch.jit.save") from None
+    except Exception as e:
+        raise EdgepackError(f"{path}: not a valid PyTorch file ({_torch_reason(e)})") from None
+    if isinstance(obj, torch.jit.ScriptModule):
+        return _from_torchscript(torch, obj, path, input_shape), "torchscript"
+    if not isinstance(obj, torch.nn.Module):
+        what = "a state_dict" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise EdgepackError(f"{path}: the file holds {what}, not a model; save the nn.Module itself "
+                            "(torch.save(model)), or use torch.export.save / torch.jit.save")
+    if input_shape is None:
+        raise EdgepackError(f"{path}: a pickled nn.Module carries no input shape; pass --input-shape "
+                            "(e.g. 1,3,32,32)")
+    try:
+        with _quiet(), torch.no_grad():
+            ep = torch.export.export(obj.eval(), (torch.zeros(input_shape),))
+    except Exception as e:
+        raise EdgepackError(f"{path}: torch.export failed on the model at input shape {input_shape} "
+                            f"({_torch_reason(e)})") from None
+    return _Walker(ep, str(path), input_shape).run(), "nn.Module"
+
+
+def _from_torchscript(torch, sm, path, input_shape) -> Graph:
+    if input_shape is None:
+        raise EdgepackError(f"{path}: a TorchScript file carries no input shape; pass --input-shape "
+                            "(e.g. 1,3,32,32)")
+    sm = sm.eval()
+    try:
+        from torch._export.converter import TS2EPConverter
+        with _quiet(), torch.no_grad():
+            ep = TS2EPConverter(sm, (torch.zeros(input_shape),)).convert()
+    except Exception as e:
+        first = e
+        ep = None
+    if ep is not None:
+        return _Walker(ep, str(path), input_shape).run()
+    # fallback: the TorchScript ONNX exporter, then the ONNX importer
+    from .onnx_frontend import load_onnx
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d) / "model.onnx"
+        try:
+            with _quiet():
+                torch.onnx.export(sm, (torch.zeros(input_shape),), str(tmp), dynamo=False)
+        except Exception:
+            raise EdgepackError(f"{path}: cannot convert the TorchScript module ({_torch_reason(first)})") from None
+        g = load_onnx(tmp, input_shape)
+    return g
+
+
+# ---- the FX walker ---------------------------------------------------------------------------------------
+class _Act(str):
+    """Name of an activation tensor in the graph being built."""
+
+
+class _Unused:
+    """A secondary output (indices, saved statistics) that must not be used."""
+
+    def __init__(self, node):
+        self.node = node
+
+
+_SUPPORTED = (
+    "conv2d", "convolution", "_convolution", "_convolution_mode", "batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm",
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_min", "clamp_max", "max_pool2d",
+    "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "mean", "add",
+    "add_", "flatten", "view", "reshape", "_unsafe_view", "linear", "addmm", "mm", "matmul", "softmax",
+    "_softmax", "dropout", "native_dropout", "clone", "contiguous", "alias", "detach", "lift_fresh_copy",
+    "pad", "constant_pad_nd")
+_IGNORED_PREFIXES = ("_assert", "sym_constrain_range")
+_SIZE_OPS = ("sym_size", "size")
+
+
+def _opname(target) -> str:
+    return getattr(target, "_opname", getattr(target, "__name__", str(target)))
+
+
+def _bind(target, args, kwargs) -> dict:
+    """Arguments of an aten op call by schema name, defaults filled in."""
+    out = {}
+    for i, a in enumerate(target._schema.arguments):
+        if i < len(args):
+            out[a.name] = args[i]
+        elif a.name in kwargs:
+            out[a.name] = kwargs[a.name]
+        elif a.has_default_value():
+            out[a.name] = a.default_value
+        else:
+            out[a.name] = None
+    return out
+
+
+def _pair(v):
+    if isinstance(v, (list, tuple)):
+        v = [int(x) for x in v]
+        return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+    return (int(v), int(v))
+
+
+def _concrete(v):
+    """int for a concrete size, None for a symbolic one."""
+    if isinstance(v, int):
+        return v
+    try:
+        return v.node.maybe_as_int()
+    except AttributeError:
+        return None
+
+
+class _Walker:
+    def __init__(self, ep, source, input_shape):
+        import torch
+
+        self.torch = torch
+        self.ep = ep
+        self.src = source
+        self.input_shape = input_shape
+        self.g = Graph()
+        self.env: dict = {}
+        self.fqn: dict = {}  # placeholder name -> parameter/buffer name, used to name weights
+
+    # ---- helpers ---------------------------------------------------------------------------------------
+    def fail(self, node, msg):
+        raise EdgepackError(f"{self.src}: node '{node.name}' ({self._tname(node)}): {msg}")
+
+    @staticmethod
+    def _tname(node):
+        return str(node.target) if node.op == "call_function" else node.op
+
+    def unsupported(self, node):
+        raise EdgepackError(f"{self.src}: node '{node.name}': operator '{self._tname(node)}' is not supported by "
+                            f"edgepack; supported: {', '.join('aten.' + s for s in _SUPPORTED)}")
+
+    def meta_shape(self, node):
+        v = node.meta.get("val") if hasattr(node, "meta") else None
+        return tuple(v.shape) if v is not None and hasattr(v, "shape") else None
+
+    def rank(self, fxnode, node):
+        s = self.meta_shape(fxnode)
+        if s is None:
+            self.fail(node, "the input's shape was not recorded in the exported program")
+        return len(s)
+
+    def act(self, node, v, what="input"):
+        if isinstance(v, _Act):
+            return str(v)
+        if isinstance(v, _Unused):
+            self.fail(node, f"uses a secondary output of '{v.node.name}' (indices or statistics)")
+        self.fail(node, f"the {what} must be an activation, got a constant")
+
+    def const(self, node, v, what="weight"):
+        if isinstance(v, self.torch.Tensor):
+            return v.detach().cpu().numpy()
+        if isinstance(v, _Act):
+            self.fail(node, f"the {what} must be a constant (parameter or buffer), got an activation")
+        self.fail(node, f"the {what} must be a tensor, got {v!r}")
+
+    def wconst(self, base, data):
+        name = self.g.fresh(base)
+        self.g.add_const(name, np.asarray(data, dtype=np.float32))
+        return name
+
+    def cname(self, fxarg, node, suffix):
+        """Name for a weight: the parameter's name when the argument is a parameter placeholder."""
+        if hasattr(fxarg, "name") and fxarg.name in self.fqn:
+            return self.fqn[fxarg.name]
+        return f"{node.name}.{suffix}"
+
+    # ---- main loop -------------------------------------------------------------------------------------
+    def _make_static(self):
+        """Re-export at the nominal input shape when the program has dynamic dimensions (TS2EPConverter
+        marks every dimension dynamic; a .pt2 may too), so every recorded shape is concrete."""
+        torch = self.torch
+        sig = self.ep.graph_signature
+        phs = [n for n in self.ep.graph.nodes if n.op == "placeholder" and n.name in sig.user_inputs]
+        if len(phs) != 1 or self.meta_shape(phs[0]) is None:
+            return
+        dims = [_concrete(d) for d in self.meta_shape(phs[0])]
+        if all(d is not None for d in dims):
+            return
+        shape = self.input_shape
+        if shape is None:
+            if any(d is None for d in dims[1:]):
+                raise EdgepackError(f"{self.src}: input '{phs[0].name}' has dynamic dimensions "
+                                    f"{tuple(d if d is not None else '?' for d in dims)}; pass --input-shape")
+            shape = (1,) + tuple(dims[1:])
+        try:
+            with _quiet(), torch.no_grad():
+                self.ep = torch.export.export(self.ep.module(), (torch.zeros(shape),))
+        except Exception as e:
+            raise EdgepackError(f"{self.src}: cannot specialise the program to input shape {tuple(shape)} "
+                                f"({_torch_reason(e)})") from None
+
+    def run(self) -> Graph:
+        self._make_static()
+        sig = self.ep.graph_signature
+        consts = {}
+        for table in (sig.inputs_to_parameters, sig.inputs_to_buffers, sig.inputs_to_lifted_tensor_constants):
+            for ph, fqn in table.items():
+                self.fqn[ph] = fqn
+                if fqn in self.ep.state_dict:
+                    consts[ph] = self.ep.state_dict[fqn]
+                elif fqn in self.ep.constants:
+                    consts[ph] = self.ep.constants[fqn]
+        user_inputs = list(sig.user_inputs)
+        outputs = None
+        for node in self.ep.graph.nodes:
+            if node.op == "placeholder":
+                if node.name in consts:
+                    self.env[node.name] = consts[node.name]
+                elif node.name in user_inputs:
+                    self.placeholder(node, len(user_inputs))
+                else:
+                    self.fail(node, "an input of unknown kind (not a parameter, buffer or tensor input)")
+            elif node.op == "get_attr":
+                obj = self.ep.graph_module
+                for part in node.target.split("."):
+                    obj = getattr(obj, part)
+                self.env[node.name] = obj
+            elif node.op == "call_function":
+                self.call(node)
+            elif node.op == "output":
+                outputs = node.args[0]
+            else:
+                self.unsupported(node)
+        outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        if len(outs) != 1:
+            raise EdgepackError(f"{self.src}: the model has {len(outs)} outputs; edgepack supports exactly one")
+        v = self.env.get(getattr(outs[0], "name", None))
+        if not isinstance(v, _Act):
+            raise EdgepackError(f"{self.src}: the model output is not a tensor computed from the input")
+        self.g.outputs = [str(v)]
+        return finish_graph(self.g, self.src)
+
+    def placeholder(self, node, n_inputs):
+        if n_inputs != 1:
+            raise EdgepackError(f"{self.src}: the model has {n_inputs} inputs; edgepack supports exactly one")
+        s = self.meta_shape(node)
+        if s is None:
+            raise EdgepackError(f"{self.src}: the input '{node.name}' is not a tensor")
+        dims = [_concrete(d) for d in s]
+        if self.input_shape is not None:
+            if len(dims) != len(self.input_shape) or any(
+                    d is not None and d != v for d, v in list(zip(dims, self.input_shape))[1:]):
+                raise EdgepackError(f"{self.src}: --input-shape {self.input_shape} disagrees with the model's "
+                                    f"input shape {tuple(d if d is not None else '?' for d in dims)}")
+            shape = tuple(self.input_shape)
+        else:
+            if any(d is None for d in dims[1:]):
+                raise EdgepackError(f"{self.src}: input '{node.name}' has dynamic dimensions "
+                                    f"{tuple(d if d is not None else '?' for d in dims)}; pass --input-shape")
+            shape = tuple(dims)
+        shape = (1,) + tuple(shape[1:])
+        if len(shape) not in (2, 4):
+            raise EdgepackError(f"{self.src}: input '{node.name}' has shape {shape}; edgepack supports NCHW or "
+                                "(N, F) inputs")
+        self.g.add_tensor(node.name, shape=shape)
+        self.g.inputs = [node.name]
+        self.env[node.name] = _Act(node.name)
+
+    def call(self, node):
+        torch = self.torch
+        from torch.fx.node import map_aggregate
+
+        def look(a):
+            return self.env[a.name] if isinstance(a, torch.fx.Node) else a
+
+        args = map_aggregate(node.args, look)
+        kwargs = map_aggregate(node.kwargs, look)
+        flat = []
+        map_aggregate((args, kwargs), lambda a: flat.append(a))
+        has_act = any(isinstance(a, (_Act, _Unused)) for a in flat)
+        target = node.target
+        name = _opname(target)
+        if target is operator.getitem:
+            seq, idx = args
+            self.env[node.name] = seq[idx]
+            return
+        if name.startswith(_IGNORED_PREFIXES):
+            self.env[node.name] = None
+            return
+        if name in _SIZE_OPS and has_act:
+            # a size of an activation: its recorded value (only reshapes consume it; they use meta shapes)
+            self.env[node.name] = node.meta.get("val")
+            return
+        if not has_act:
+            try:
+                with torch.no_grad():
+                    self.env[node.name] = target(*args, **kwargs)
+            except Exception as e:
+                self.fail(node, f"cannot evaluate this constant expression ({short_reason(e)})")
+            return
+        handler = getattr(self, "op_" + name, None) if name in _SUPPORTED else None
+        if handler is None or not hasattr(target, "_schema"):
+            self.unsupported(node)
+        try:
+            self.env[node.name] = handler(node, _bind(target, args, kwargs))
+        except EdgepackError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            self.fail(node, f"cannot import this node ({short_reason(e)})")
+
+    def emit(self, op, node, inputs, **attrs):
+        out = self.g.fresh(node.name)
+        self.g.add_tensor(out)
+        self.g.add_node(op, node.name, inputs, [out], **attrs)
+        return _Act(out)
+
+    def fx_arg(self, node, i):
+        return node.args[i] if i < len(node.args) else None
+
+    # ---- operators -------------------------------------------------------------------------------------
+    def _conv(self, node, b, transposed=False):
+        x = self.act(node, b["input"])
+        w = self.const(node, b["weight"])
+        if transposed:
+            self.fail(node, "transposed convolution is not supported")
+        if w.ndim != 4:
+            self.fail(node, "only 2-D convolution is supported")
+        stride, dil, groups = _pair(b["stride"]), _pair(b["dilation"]), int(b["groups"])
+        pad = b["padding"]
+        if isinstance(pad, str):
+            if pad == "valid":
+                pads = (0, 0, 0, 0)
+            elif pad == "same":
+                th, tw = (dil[0] * (w.shape[2] - 1), dil[1] * (w.shape[3] - 1))
+                pads = (th // 2, tw // 2, th - th // 2, tw - tw // 2)
+            else:
+                self.fail(node, f"padding '{pad}' is not supported")
+        else:
+            ph, pw = _pair(pad)
+            pads = (ph, pw, ph, pw)
+        ins = [x, self.wconst(self.cname(self.fx_arg(node, 1), node, "weight"), w)]
+        if b["bias"] is not None:
+            bias = self.const(node, b["bias"], "bias")
+            ins.append(self.wconst(self.cname(self.fx_arg(node, 2), node, "bias"), bias))
+        return self.emit("conv2d", node, ins, strides=stride, pads=pads, dilations=dil, group=groups)
+
+    def op_conv2d(self, node, b):
+        return self._conv(node, b)
+
+    op__convolution_mode = op_conv2d  # traced TorchScript with padding="same"/"valid"
+
+    def op_convolution(self, node, b):
+        if any(_pair(b["output_padding"])):
+            self.fail(node, "output padding is not supported")
+        return self._conv(node, b, transposed=bool(b["transposed"]))
+
+    op__convolution = op_convolution
+
+    def _bn(self, node, b, eps):
+        x = self.act(node, b["input"])
+        s = self.meta_shape(node.args[0])
+        c = _concrete(s[1]) if s is not None and len(s) > 1 else None
+        names = []
+        for key, i, default in (("weight", 1, 1.0), ("bias", 2, 0.0), ("running_mean", 3, None),
+                                ("running_var", 4, None)):
+            v = b[key]
+            if v is None:
+                if default is None:
+                    self.fail(node, "batch normalization without running statistics (training mode)")
+                if c is None:
+                    self.fail(node, "the number of channels is not known")
+                data = np.full((c,), default, dtype=np.float32)
+            else:
+                data = self.const(node, v, key)
+            names.append(self.wconst(self.cname(self.fx_arg(node, i), node, key), data))
+        return self.emit("batchnorm", node, [x] + names, eps=float(eps))
+
+    def op_batch_norm(self, node, b):
+        if b["training"]:
+            self.fail(node, "batch normalization in training mode; call model.eval() before export")
+        return self._bn(node, b, b["eps"])
+
+    def op__native_batch_norm_legit_no_training(self, node, b):
+        return (self._bn(node, b, b["eps"]), _Unused(node), _Unused(node))
+
+    def op_native_batch_norm(self, node, b):
+        if b["training"]:
+            self.fail(node, "batch normalization in training mode; call model.eval() before export")
+        return (self._bn(node, b, b["eps"]), _Unused(node), _Unused(node))
+
+    def op_relu(self, node, b):
+        return self.emit("relu", node, [self.act(node, b["self"])])
+
+    op_relu_ = op_relu
+
+    def _clip(self, node, x, lo, hi):
+        def num(v, what):
+            if v is None:
+                return None
+            if isinstance(v, self.torch.Tensor):
+                if v.numel() != 1:
+                    self.fail(node, f"a per-element {what} is not supported")
+                v = v.item()
+            return float(v)
+        return self.emit("clip", node, [self.act(node, x)], min=num(lo, "minimum"), max=num(hi, "maximum"))
+
+    def op_hardtanh(self, node, b):
+        return self._clip(node, b["self"], b["min_val"], b["max_val"])
+
+    op_hardtanh_ = op_hardtanh
+
+    def op_relu6(self, node, b):
+        return self._clip(node, b["self"], 0.0, 6.0)
+
+    def op_clamp(self, node, b):
+        return self._clip(node, b["self"], b["min"], b["max"])
+
+    def op_clamp_min(self, node, b):
+        return self._clip(node, b["self"], b["min"], None)
+
+    def op_clamp_max(self, node, b):
+        return self._clip(node, b["self"], None, b["max"])
+
+    def _pool_common(self, node, b):
+        kernel = _pair(b["kernel_size"])
+        stride = _pair(b["stride"]) if b["stride"] not in (None, [], ()) else kernel
+        ph, pw = _pair(b["padding"])
+        pads = (ph, pw, ph, pw)
+        if b.get("ceil_mode"):
+            s = self.meta_shape(node.args[0])
+            same = s is not None and all(
+                _concrete(n) is not None and (_concrete(n) + 2 * p - k) % st == 0
+                for n, k, st, p in zip(s[2:], kernel, stride, (ph, pw)))
+            if not same:
+                self.fail(node, "ceil_mode=True is not supported; use ceil_mode=False or pad the input")
+        return kernel, stride, pads
+
+    def op_max_pool2d(self, node, b):
+        x = self.act(node, b["self"])
+        if _pair(b["dilation"]) != (1, 1):
+            self.fail(node, "dilated max pooling is not supported")
+        kernel, stride, pads = self._pool_common(node, b)
+        return self.emit("maxpool", node, [x], kernel=kernel, strides=stride, pads=pads)
+
+    def op_max_pool2d_with_indices(self, node, b):
+        return (self.op_max_pool2d(node, b), _Unused(node))
+
+    def op_avg_pool2d(self, node, b):
+        x = self.act(node, b["self"])
+        if b["divisor_override"] is not None:
+            self.fail(node, "divisor_override is not supported")
+        kernel, stride, pads = self._pool_common(node, b)
+        return self.emit("avgpool", node, [x], kernel=kernel, strides=stride, pads=pads,
+                         count_include_pad=bool(b["count_include_pad"]))
+
+    def op_adaptive_avg_pool2d(self, node, b):
+        x = self.act(node, b["self"])
+        s = self.meta_shape(node.args[0])
+        if s is None or len(s) != 4:
+            self.fail(node, "expects a 4-D NCHW input")
+        size = [v if v is not None else s[2 + i] for i, v in enumerate(list(b["output_size"]) * (
+            2 if len(b["output_size"]) == 1 else 1))]
+        if [int(v) for v in size] == [1, 1]:
+            return self.emit("global_avgpool", node, [x])
+        if [_concrete(v) for v in s[2:]] == [int(v) for v in size]:
+            return self.emit("identity", node, [x])
+        self.fail(node, f"adaptive average pooling to {tuple(size)} from {tuple(s[2:])} is not supported; only "
+                        "to (1, 1)")
+
+    op__adaptive_avg_pool2d = op_adaptive_avg_pool2d
+
+    def op_mean(self, node, b):
+        if "dim" not in b:
+            self.unsupported(node)
+        x = self.act(node, b["self"])
+        r = self.rank(node.args[0], node)
+        dims = sorted(int(d) % r for d in (b["dim"] or []))
+        if r != 4 or dims != [2, 3]:
+            self.fail(node, f"only a mean over H and W (dims [2, 3]) of an NCHW tensor is supported, got "
+                            f"{list(b['dim'] or [])}")
+        y = self.emit("global_avgpool", node, [x])
+        if not b["keepdim"]:
+            out = self.g.fresh(node.name + "_flatten")
+            self.g.add_node("flatten", node.name + "_flatten", [str(y)], [out], axis=1)
+            y = _Act(out)
+        return y
+
+    def op_add(self, node, b):
+        if "alpha" in b and b["alpha"] not in (1, 1.0):
+            self.fail(node, "add with alpha != 1 is not supported")
+        a, o = b["self"], b["other"]
+        ins = []
+        for v, i in ((a, 0), (o, 1)):
+            if isinstance(v, self.torch.Tensor):
+                ins.append(self.wconst(self.cname(self.fx_arg(node, i), node, "const"), self.const(node, v)))
+            elif isinstance(v, (_Act, _Unused)):
+                ins.append(self.act(node, v))
+            else:
+                self.fail(node, f"adding the scalar {v!r} is not supported")
+        return self.emit("add", node, ins)
+
+    op_add_ = op_add
+
+    def _reshape(self, node):
+        x = self.act(node, self.env[node.args[0].name])
+        sx, sy = self.meta_shape(node.args[0]), self.meta_shape(node)
+        if sx is None or sy is None:
+            self.fail(node, "the shapes were not recorded in the exported program")
+        same_batch = len(sy) > 0 and len(sx) > 0 and (
+            _concrete(sx[0]) == _concrete(sy[0]) if _concrete(sx[0]) is not None else str(sx[0]) == str(sy[0]))
+        rest = [_concrete(v) for v in sy[1:]]
+        if not same_batch or any(v is None for v in rest):
+            self.fail(node, f"a reshape from {tuple(sx)} to {tuple(sy)} that changes the batch dimension or "
+                            "has dynamic sizes is not supported")
+        return self.emit("reshape", node, [x], shape=tuple([1] + rest))
+
+    def op_flatten(self, node, b):
+        return self._reshape(node)
+
+    def op_view(self, node, b):
+        return self._reshape(node)
+
+    op_reshape = op_view
+    op__unsafe_view = op_view
+
+    def _dense(self, node, x, w, bias, wname, bname):
+        if w.ndim != 2:
+            self.fail(node, "only a 2-D weight is supported")
+        ins = [self.act(node, x), self.wconst(wname, w)]
+        if bias is not None:
+            ins.append(self.wconst(bname, bias))
+        return self.emit("dense", node, ins)
+
+    def op_linear(self, node, b):
+        w = self.const(node, b["weight"])
+        bias = self.const(node, b["bias"], "bias") if b["bias"] is not None else None
+        return self._dense(node, b["input"], w, bias, self.cname(self.fx_arg(node, 1), node, "weight"),
+                           self.cname(self.fx_arg(node, 2), node, "bias"))
+
+    def op_addmm(self, node, b):
+        w = self.const(node, b["mat2"]).astype(np.float64).T * float(b["alpha"])
+        c = self.const(node, b["self"], "bias").astype(np.float64) * float(b["beta"])
+        if c.size not in (1, w.shape[0]) or c.ndim > 2:
+            self.fail(node, f"bias of shape {c.shape} is not supported")
+        c = np.broadcast_to(c.reshape(-1), (w.shape[0],))
+        return self._dense(node, b["mat1"], w, c, f"{node.name}.weight",
+                           self.cname(self.fx_arg(node, 0), node, "bias"))
+
+    def op_mm(self, node, b):
+        w = self.const(node, b["mat2"]).T
+        return self._dense(node, b["self"], w, None, f"{node.name}.weight", "")
+
+    def op_matmul(self, node, b):
+        w = self.const(node, b["other"])
+        if w.ndim != 2:
+            self.fail(node, "only a product with a constant 2-D matrix is supported")
+        return self._dense(node, b["self"], w.T, None, f"{node.name}.weight", "")
+
+    def op_softmax(self, node, b):
+        x = self.act(node, b["self"])
+        r = self.rank(node.args[0], node)
+        d = int(b["dim"]) % r
+        return self.emit("softmax", node, [x], axis=-1 if d == r - 1 else d)
+
+    op__softmax = op_softmax
+
+    def op_dropout(self, node, b):
+        if b.get("train"):
+            self.fail(node, "dropout in training mode; call model.eval() before export")
+        return self.emit("identity", node, [self.act(node, b["input"])])
+
+    def op_native_dropout(self, node, b):
+        if b.get("train"):
+            self.fail(node, "dropout in training mode; call model.eval() before export")
+        return (self.emit("identity", node, [self.act(node, b["input"])]), _Unused(node))
+
+    def _identity(self, node, b):
+        return self.emit("identity", node, [self.act(node, b["self"])])
+
+    op_clone = op_contiguous = op_alias = op_detach = op_lift_fresh_copy = _identity
+
+    def _pad(self, node, x, pad, value):
+        x = self.act(node, x)
+        pad = [int(p) for p in pad]
+        r = self.rank(node.args[0], node)
+        if value not in (None, 0, 0.0):
+            self.fail(node, f"padding with {value} is not supported; only zero padding")
+        pad = pad + [0] * (4 - len(pad)) if len(pad) < 4 else pad
+        if r != 4 or len(pad) > 4 and any(pad[4:]) or min(pad) < 0:
+            self.fail(node, f"pad {pad} is not supported; only non-negative zero padding of H and W of NCHW")
+        left, right, top, bottom = pad[:4]
+        return self.emit("pad", node, [x], pads=(top, left, bottom, right))
+
+    def op_pad(self, node, b):
+        if b["mode"] != "constant":
+            self.fail(node, f"pad mode '{b['mode']}' is not supported; only zero padding")
+        return self._pad(node, b["self"], b["pad"], b["value"])
+
+    def op_constant_pad_nd(self, node, b):
+        return self._pad(node, b["self"], b["pad"], b["value"])
