@@ -24,7 +24,14 @@ typedef struct ep_model_info {
     const char *const *layer_names;
 } ep_model_info_t;
 
-/* Per-layer hooks: a board harness may define these (before including model.h) to time each layer. */
+/* Per-layer hooks: built with -DEP_PROFILE, model.c calls the harness's ep_profile_begin/end around each
+ * layer (the Cortex-M harness counts SysTick ticks); otherwise they cost nothing. */
+#ifdef EP_PROFILE
+void ep_profile_begin(uint32_t layer);
+void ep_profile_end(uint32_t layer);
+#define EP_LAYER_BEGIN(index) ep_profile_begin(index)
+#define EP_LAYER_END(index) ep_profile_end(index)
+#endif
 #ifndef EP_LAYER_BEGIN
 #define EP_LAYER_BEGIN(index) ((void)0)
 #endif

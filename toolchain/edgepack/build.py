@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from . import firmware
 from .boards import get_board
+from .firmware import check_constants_fit
 from .errors import EdgepackError
 
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "firmware" / "runtime"
@@ -109,12 +111,13 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     q = quantize(g, x_cal)
     q.meta["quantization"]["calibration_source"] = cal_source
     timings["quantize"] = time.time() - t
+    check_constants_fit(board, sum(int(t.data.nbytes) for t in q.tensors.values() if t.data is not None))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        facts, sizes = emit(q, board, tmp, command, timings)
-        report = make_report(g, q, facts, sizes, board, model_path, command)
+        facts, sizes, elf = emit(q, board, tmp, command, timings)
+        report = make_report(g, q, facts, sizes, board, model_path, command, elf)
         timings["total"] = time.time() - t_start
         report["build_seconds"] = {k: round(v, 3) for k, v in timings.items()}
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
@@ -128,7 +131,8 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
 
 def emit(q, board: dict, folder: Path, command: str, timings: dict | None = None):
     """Write an integer graph's C, runtime and graph files into ``folder``, compile-check them, and build
-    the host module for the host board. Returns (codegen facts, object sizes)."""
+    the host module (every board: ``--on host`` is the bit-exact twin of the board), then cross-compile the
+    board's firmware. Returns (codegen facts, host object sizes, ELF sizes or {})."""
     from .codegen.aot import generate
 
     timings = {} if timings is None else timings
@@ -141,11 +145,15 @@ def emit(q, board: dict, folder: Path, command: str, timings: dict | None = None
     timings["compile"] = time.time() - t
     q.save(folder)
     t = time.time()
-    if board["name"] == "host":
-        from .runners.host import _cffi
-        _cffi().build(folder)
+    from .runners.host import _cffi
+    _cffi().build(folder)
     timings["host_build"] = time.time() - t
-    return facts, sizes
+    (folder / "board.json").write_text(json.dumps(board, indent=1))
+    firmware.write_sources(folder, board, command)
+    t = time.time()
+    elf = firmware.build(folder, board, facts)
+    timings["firmware"] = time.time() - t
+    return facts, sizes, elf
 
 
 def _swap_in(tmp: Path, out: Path):
@@ -172,7 +180,7 @@ def _macs(q, n):
     return 0
 
 
-def make_report(g, q, facts, sizes, board, model_path, command) -> dict:
+def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dict:
     layers = []
     by_name = {l["name"]: l for l in facts["layers"]}
     for n in q.nodes:
@@ -193,14 +201,21 @@ def make_report(g, q, facts, sizes, board, model_path, command) -> dict:
             "arena_offset": by_name[n.name]["arena_offset"],
         })
     params = sum(int(t.data.size) for t in g.tensors.values() if t.data is not None)
-    flash = sizes["text"] + sizes["rodata"] + sizes["data"]
+    if elf:
+        flash, ram = elf["flash_bytes"], elf["ram_bytes"]
+        measured = "firmware.elf (size -A: flash = text+rodata+data, RAM = data+bss+stack)"
+        ram_note = "arena, harness input/output buffers, static data and the reserved stack"
+    else:
+        flash = sizes["text"] + sizes["rodata"] + sizes["data"]
+        ram = facts["arena_bytes"] + sizes["data"] + sizes["bss"]
+        measured = "host objects of the model (size -A: flash = text+rodata+data, RAM = arena+data+bss)"
+        ram_note = "arena + static data; input and output buffers belong to the caller; no stack on the host"
     return {
         "edgepack": __version__, "command": command, "model": str(model_path),
         "model_sha256": g.meta.get("source", {}).get("sha256"), "board": board["name"],
-        "flash_bytes": flash, "flash_measured_from": "host objects (size -A: text+rodata+data)",
-        "ram_bytes": facts["arena_bytes"] + sizes["data"] + sizes["bss"],
-        "ram_note": "arena + static data; input and output buffers belong to the caller; stack not included "
-                    "on the host board",
+        "flash_bytes": flash, "ram_bytes": ram, "sizes_measured_from": measured, "ram_note": ram_note,
+        "board_flash_bytes": board.get("flash_bytes") or None, "board_ram_bytes": board.get("ram_bytes") or None,
+        "elf_sections": elf.get("sections") if elf else None,
         "weights_bytes": sum(l["weight_bytes"] for l in layers),
         "const_bytes": facts["const_bytes"], "object_sizes": sizes,
         "arena_bytes": facts["arena_bytes"], "liveness_bound_bytes": facts["liveness_bound_bytes"],

@@ -39,7 +39,8 @@ def cmd_run(a):
         x = np.load(xp, allow_pickle=False)
     except Exception as e:
         raise EdgepackError(f"{xp}: not a readable .npy file ({e})") from e
-    y, raw = run(a.out, x, on=a.on, source=str(xp))
+    stats = {}
+    y, raw = run(a.out, x, on=a.on, source=str(xp), stats=stats)
     if a.output:
         np.save(a.output, y)
     if a.raw:
@@ -49,6 +50,15 @@ def cmd_run(a):
     else:
         print(f"ran {len(raw)} input(s) on {a.on}" + (f"; float outputs in {a.output}" if a.output else "")
               + (f"; raw int8 outputs in {a.raw}" if a.raw else ""))
+    if "instructions" in stats:
+        import json
+
+        ins, per_layer = stats["instructions"], stats["layer_instructions"]
+        names = [l["name"] for l in json.loads((Path(a.out) / "report.json").read_text())["layers"]]
+        print(f"instructions per inference: {ins.mean():.0f} (min {ins.min()}, max {ins.max()}; "
+              "QEMU -icount, SysTick)")
+        for name, v in zip(names, per_layer.mean(axis=0)):
+            print(f"  {name:32s} {v:12.0f}")
 
 
 def cmd_boards(_a):
@@ -77,7 +87,7 @@ def parser():
     r.add_argument("--input", required=True, help=".npy float batch in the model's input layout")
     r.add_argument("--output", help="write float outputs (.npy)")
     r.add_argument("--raw", help="write raw int8 outputs before dequantization (.npy)")
-    r.add_argument("--on", default="host", help="reference | host")
+    r.add_argument("--on", default="host", help="reference | host | emulator")
     r.set_defaults(func=cmd_run)
     bo = sub.add_parser("boards", help="list the boards")
     bo.set_defaults(func=cmd_boards)

@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import __version__
 
 _REGISTERED = False
+CLEAN_VERSION = 2  # bump when clean_c changes, so cached kernels are regenerated
 
 
 def _register():
@@ -76,7 +77,7 @@ def lower_to_c(prim_func, name: str, const_params, mcpu: str | None = None,
 
     func = prim_func.with_attr("global_symbol", name)
     script = func.script()
-    key = hashlib.sha256(f"{tvm.__version__}|{__version__}|{mcpu}|{sorted(map(str, const_params))}|{script}"
+    key = hashlib.sha256(f"{tvm.__version__}|{__version__}|{CLEAN_VERSION}|{mcpu}|{sorted(map(str, const_params))}|{script}"
                          .encode())
     path = cache_dir() / f"{name}-{key.hexdigest()[:20]}.c"
     if use_cache and path.exists():
@@ -105,12 +106,15 @@ def clean_c(src: str, name: str, const_params: set) -> str:
             depth -= 1
         i += 1
     body = src[start:i - 1]
-    params = []
+    params, unused = [], []
     for i, p in enumerate(m.group(1).split(",")):
         p = p.strip()
         pname = p.split()[-1].lstrip("*")
         params.append(("const " + p) if (pname in const_params or i in const_params) else p)
-    return f"void {name}({', '.join(params)}) {{\n{body}}}\n"
+        if not re.search(r"\b" + re.escape(pname) + r"\b", body):
+            unused.append(pname)  # TVM removed every access (e.g. a window that never touches the input)
+    voids = "".join(f"  (void){u};\n" for u in unused)
+    return f"void {name}({', '.join(params)}) {{\n{voids}{body}}}\n"
 
 
 def prototype(c_def: str) -> str:

@@ -1,7 +1,7 @@
 """Run a built model on a target behind one interface: ``run(out, x, on)``.
 
-Targets: ``reference`` (the numpy integer executor, the specification) and ``host`` (the generated C compiled
-for this machine through cffi). Inputs are float batches in the model's own layout (NCHW); they are quantized
+Targets: ``reference`` (the numpy integer executor, the specification), ``host`` (the generated C compiled
+for this machine through cffi) and ``emulator`` (the board's firmware under QEMU). Inputs are float batches in the model's own layout (NCHW); they are quantized
 with the model's input parameters, and the raw int8 outputs are returned in the model's layout too.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 
 from ..errors import EdgepackError
 from ..graph import Graph
-from . import host, reference
+from . import emulator, host, reference
 
-TARGETS = {"reference": reference.run_raw, "host": host.run_raw}
+TARGETS = {"reference": reference.run_raw, "host": host.run_raw, "emulator": emulator.run_raw}
 
 
 class Model:
@@ -56,11 +56,16 @@ class Model:
         return ((raw.astype(np.float32) - q.zero_point) * np.float32(q.scale)).astype(np.float32)
 
 
-def run(out, x: np.ndarray, on: str = "host", source: str = "input"):
-    """Run the batch ``x`` on target ``on``; return (float outputs, raw int8 outputs), model layout."""
+def run(out, x: np.ndarray, on: str = "host", source: str = "input", stats: dict | None = None):
+    """Run the batch ``x`` on target ``on``; return (float outputs, raw int8 outputs), model layout.
+
+    With ``stats`` (a dict) and ``on="emulator"`` on a Cortex-M board, it receives per-input instruction
+    counts: ``instructions`` (N,) and ``layer_instructions`` (N, layers)."""
     if on not in TARGETS:
         raise EdgepackError(f"--on {on}: unknown target; choose one of {', '.join(TARGETS)}")
     m = Model(out)
     xq = m.quantize_input(x, source)
-    raw = m.raw_to_model_layout(TARGETS[on](m, xq))
+    raw_fn = TARGETS[on]
+    raw = raw_fn(m, xq, counts_out=stats) if on == "emulator" else raw_fn(m, xq)
+    raw = m.raw_to_model_layout(raw)
     return m.dequantize_output(raw), raw

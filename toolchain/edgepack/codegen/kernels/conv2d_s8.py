@@ -28,7 +28,7 @@ def template(attrs, shapes):
         S = T.decl_buffer((O,), "int32", data=s_p)
         Y = T.decl_buffer((OH * OW * O,), "int8", data=y_p)
         acc = T.alloc_buffer((1,), "int32")
-        t = T.alloc_buffer((3,), "int64")
+        t = T.alloc_buffer((5,), "int64")
         for oy, ox, oc in T.grid(OH, OW, O):
             acc[0] = B[oc]
             for ky, kx in T.grid(KH, KW):

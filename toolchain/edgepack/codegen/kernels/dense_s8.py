@@ -33,7 +33,7 @@ def template(attrs, shapes):
         S = T.decl_buffer((O,), "int32", data=shift)
         Y = T.decl_buffer((O,), "int8", data=y)
         acc = T.alloc_buffer((1,), "int32")
-        t = T.alloc_buffer((3,), "int64")
+        t = T.alloc_buffer((5,), "int64")
         for o in range(O):
             acc[0] = B[o]
             for i in range(F):

@@ -79,7 +79,7 @@ def template(attrs, shapes):
             T.evaluate(T.call_extern("int32", "(void)", x))
             T.evaluate(T.call_extern("int32", "(void)", w))
         acc = T.alloc_buffer((CB * DM,), "int32")
-        t = T.alloc_buffer((3,), "int64")
+        t = T.alloc_buffer((5,), "int64")
         for oy, ox in T.grid(OH, OW):
             if NB == 1:
                 block(X, Wt, B, M, S, Y, acc, t, oy, ox, 0, CB)
