@@ -14,6 +14,7 @@ import torch
 from edgepack.build import build
 from edgepack.runners import run
 from mnist_common import ResidualCNN, accuracy, float_logits, mnist5k, train
+from toolchains import require_board_tools
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +86,20 @@ def test_cli_build_and_run(trained, tmp_path):
     assert np.array_equal(np.load(tmp_path / "q_host.npy"), np.load(tmp_path / "q_reference.npy"))
     y = np.load(tmp_path / "y_host.npy")
     assert y.shape == (7, 10) and y.dtype == np.float32
+
+
+def test_mnist_cnn_on_the_cortex_m7_emulator(trained):
+    """All 1,000 test images through the firmware in QEMU: raw outputs equal the host's, so the accuracy
+    computed from emulator outputs equals the host accuracy exactly."""
+    require_board_tools("cortex-m7")
+    work, model, xte, yte = trained
+    out = work / "out_m7"
+    report = build(work / "cnn.pt2", "cortex-m7", out, calib=work / "calib.npy")
+    stats = {}
+    y_emu, raw_emu = run(out, xte, on="emulator", stats=stats)
+    y_host, raw_host = run(out, xte, on="host")
+    assert np.array_equal(raw_emu, raw_host)
+    assert accuracy(y_emu, yte) == accuracy(y_host, yte)
+    print(f"\ncortex-m7: accuracy {accuracy(y_emu, yte):.4f} flash {report['flash_bytes']} ram {report['ram_bytes']} "
+          f"arena {report['arena_bytes']} instructions/inference {stats['instructions'].mean():.0f}")
+    assert report["flash_bytes"] < report["board_flash_bytes"] and report["ram_bytes"] < report["board_ram_bytes"]

@@ -10,7 +10,7 @@ from edgepack.boards import get_board
 from edgepack.build import emit
 from edgepack.runners import Model, host, reference
 
-SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -1,7 +1,12 @@
-"""Boards are data: one TOML file per board in boards/ (cpu, arch, memory sizes, toolchain, emulator)."""
+"""Boards are data: one TOML file per board in boards/ (cpu, arch, memory sizes, toolchain, emulator).
+
+Adding a board is adding a file, to boards/ or to a folder named in EDGEPACK_BOARDS_PATH (os.pathsep
+separated; those files win over boards/ on a name clash).
+"""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -10,9 +15,14 @@ from .errors import EdgepackError
 BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 
 
+def board_dirs() -> list:
+    extra = [Path(p) for p in os.environ.get("EDGEPACK_BOARDS_PATH", "").split(os.pathsep) if p]
+    return [BOARDS_DIR] + extra
+
+
 def all_boards() -> dict:
     boards = {}
-    for p in sorted(BOARDS_DIR.glob("*.toml")):
+    for p in [f for d in board_dirs() for f in sorted(d.glob("*.toml"))]:
         try:
             b = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as e:

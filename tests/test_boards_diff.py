@@ -1,0 +1,47 @@
+"""Differential tests on the boards: for every operator, random shapes (hypothesis), the raw outputs of the
+firmware on the emulated Cortex-M7 and Cortex-M33 (QEMU system mode) and of the static binaries on the
+Raspberry Pi boards (qemu-aarch64, qemu-arm) equal the numpy reference, every element."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import opgen
+from edgepack.build import emit
+from edgepack.runners import Model, emulator, host, reference
+from toolchains import require_board_tools
+
+CASES = {
+    "conv2d_s8": opgen.conv_case(),
+    "dwconv2d_s8": opgen.conv_case(depthwise=True),
+    "dense_s8": opgen.dense_case(),
+    "maxpool_s8": opgen.pool_case("maxpool_s8"),
+    "avgpool_s8": opgen.pool_case("avgpool_s8"),
+    "add_s8": opgen.add_case(),
+    "clamp_s8": opgen.clamp_case(),
+    "softmax_s8": opgen.softmax_case(),
+}
+BOARDS = {"cortex-m7": 8, "cortex-m33": 5, "rpi4": 5, "rpi-armhf": 5}
+
+
+@pytest.mark.parametrize("board", list(BOARDS))
+@pytest.mark.parametrize("op", list(CASES))
+def test_board_equals_reference(board, op, tmp_path_factory):
+    b = require_board_tools(board)
+
+    @settings(max_examples=BOARDS[board], deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(CASES[op])
+    def check(case):
+        g, seed = case
+        folder = tmp_path_factory.mktemp(f"{board}-{op}")
+        emit(g, b, folder, "pytest tests/test_boards_diff.py")
+        m = Model(folder)
+        rng = np.random.default_rng(seed)
+        x = rng.integers(-128, 128, (3,) + tuple(g.tensors[g.inputs[0]].shape[1:])).astype(np.int8)
+        want = reference.run_raw(m, x)
+        got = emulator.run_raw(m, x, timeout=120)
+        assert np.array_equal(got, want), f"{board}: {(got != want).sum()} of {want.size} differ\n{g}"
+        assert np.array_equal(host.run_raw(m, x), want)
+
+    check()
