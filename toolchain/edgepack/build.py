@@ -21,7 +21,7 @@ from . import __version__
 from . import firmware
 from .boards import get_board
 from .firmware import check_constants_fit
-from .errors import EdgepackError
+from .errors import EdgepackError, load_npy
 
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "firmware" / "runtime"
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
@@ -39,12 +39,7 @@ def load_calibration(path, input_shape, n_default: int = 32):
         rng = np.random.default_rng(0)
         return rng.standard_normal((n_default,) + tuple(input_shape[1:])).astype(np.float32), "standard-normal"
     path = Path(path)
-    if not path.exists():
-        raise EdgepackError(f"{path}: no such file (--calib expects a .npy float batch)")
-    try:
-        x = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise EdgepackError(f"{path}: not a readable .npy file ({e})") from e
+    x = load_npy(path, "--calib")
     if x.shape[1:] != tuple(input_shape[1:]):
         if x.shape == tuple(input_shape[1:]):
             x = x[None]
@@ -89,7 +84,7 @@ def compile_check(out: Path, board: dict) -> dict:
 
 
 def build(model_path, board_name: str = "host", out=None, calib=None, input_shape=None,
-          command: str | None = None) -> dict:
+          command: str | None = None, weights: str = "int8") -> dict:
     from .compress.quantize import quantize
     from .frontend import load_model
 
@@ -100,9 +95,15 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     command = command or f"edgepack build {model_path} --board {board_name} -o {out}"
     timings = {}
 
+    if weights not in ("int8", "binary"):
+        raise EdgepackError(f"--weights {weights}: unknown weight format; choose int8 or binary")
     t = time.time()
     g = load_model(model_path, input_shape=input_shape)
     timings["import"] = time.time() - t
+    binarized = []
+    if weights == "binary":
+        from .compress.binarize_ptq import binarize_graph
+        binarized = binarize_graph(g)
     in_shape = g.tensors[g.inputs[0]].shape
     g.meta.setdefault("name", model_path.stem)
     x_cal, cal_source = load_calibration(calib, in_shape)
@@ -110,6 +111,8 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     t = time.time()
     q = quantize(g, x_cal)
     q.meta["quantization"]["calibration_source"] = cal_source
+    q.meta["quantization"]["weights_option"] = weights
+    q.meta["quantization"]["binarized_post_training"] = binarized
     timings["quantize"] = time.time() - t
     check_constants_fit(board, sum(int(t.data.nbytes) for t in q.tensors.values() if t.data is not None))
 
@@ -166,12 +169,18 @@ def _swap_in(tmp: Path, out: Path):
         os.rename(tmp, out)
 
 
+WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8")
+
+
 def _macs(q, n):
     t = q.tensors
     y = t[n.outputs[0]].shape
     if n.op == "conv2d_s8":
         o, kh, kw, ci = t[n.inputs[1]].shape
         return int(np.prod(y)) * kh * kw * ci
+    if n.op in ("bconv2d_b1", "bconv2d_b1_s8"):  # binary multiply-accumulates (XNOR-popcount)
+        o, kh, kw, _ = t[n.inputs[1]].shape
+        return int(np.prod(y[:3])) * o * kh * kw * n.attrs["channels"]
     if n.op == "dwconv2d_s8":
         kh, kw, _ = t[n.inputs[1]].shape
         return int(np.prod(y)) * kh * kw
@@ -187,15 +196,22 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
         if n.op == "reshape":
             continue
         consts = [t for t in n.inputs if q.tensors[t].data is not None]
-        w = q.tensors[n.inputs[1]] if n.op in ("conv2d_s8", "dwconv2d_s8", "dense_s8") else None
+        w = q.tensors[n.inputs[1]] if n.op in WEIGHTED_OPS else None
+        fmt = None
+        if w is not None:
+            fmt = ("binary (1 bit, per-channel scale)" if n.attrs.get("weight_format") == "binary"
+                   else "int8 per-channel")
         layers.append({
             "name": n.name, "op": n.op, "kernel": by_name[n.name]["kernel"],
-            "weight_format": "int8 per-channel" if w is not None else None,
+            "weight_format": fmt,
             "input_shapes": [list(q.tensors[t].shape) for t in n.inputs if q.tensors[t].data is None],
             "output_shape": list(q.tensors[n.outputs[0]].shape),
             "weight_shape": list(w.shape) if w is not None else None,
             "macs": _macs(q, n),
             "weight_bytes": int(w.data.nbytes) if w is not None else 0,
+            "packed_bytes": int(w.data.nbytes) if fmt and fmt.startswith("binary") else None,
+            "weight_count": int(np.prod(w.shape[:-1]) * n.attrs["channels"]) if fmt and fmt.startswith("binary")
+            else (int(w.data.size) if w is not None else 0),
             "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),
             "output_storage": by_name[n.name]["output_storage"],
             "arena_offset": by_name[n.name]["arena_offset"],

@@ -20,7 +20,7 @@ def cmd_build(a):
     from .build import build
 
     cmd = "edgepack " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
-    r = build(a.model, a.board, a.output, a.calib, a.input_shape, command=cmd)
+    r = build(a.model, a.board, a.output, a.calib, a.input_shape, command=cmd, weights=a.weights)
     out = a.output or f"{Path(a.model).stem}_{a.board}"
     print(f"built {out}: {len(r['layers'])} layers, {r['macs']} MACs, weights {r['weights_bytes']} B, "
           f"flash {r['flash_bytes']} B, arena {r['arena_bytes']} B (liveness bound "
@@ -30,15 +30,11 @@ def cmd_build(a):
 def cmd_run(a):
     import numpy as np
 
+    from .errors import load_npy
     from .runners import run
 
     xp = Path(a.input)
-    if not xp.exists():
-        raise EdgepackError(f"{xp}: no such file (--input expects a .npy float batch)")
-    try:
-        x = np.load(xp, allow_pickle=False)
-    except Exception as e:
-        raise EdgepackError(f"{xp}: not a readable .npy file ({e})") from e
+    x = load_npy(xp, "--input")
     stats = {}
     y, raw = run(a.out, x, on=a.on, source=str(xp), stats=stats)
     if a.output:
@@ -81,6 +77,9 @@ def parser():
     b.add_argument("-o", "--output", help="output folder (default: <model>_<board>)")
     b.add_argument("--calib", help=".npy float batch in the model's input layout, for calibration")
     b.add_argument("--input-shape", type=_shape, help="input shape, e.g. 1,1,28,28 (for .pt files)")
+    b.add_argument("--weights", default="int8", choices=["int8", "binary"],
+                   help="int8 (default); binary: binarize every conv/dense but the first and last after "
+                        "training (for sizing and timing; layers trained with ReCU keep their weights)")
     b.set_defaults(func=cmd_build)
     r = sub.add_parser("run", help="run a built model")
     r.add_argument("out", help="the output folder of edgepack build")

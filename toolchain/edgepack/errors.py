@@ -9,3 +9,18 @@ class EdgepackError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def load_npy(path, option: str):
+    """np.load a user's .npy file, or a one-line error naming the file and the option it came from."""
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.exists():
+        raise EdgepackError(f"{path}: no such file ({option} expects a .npy float batch)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise EdgepackError(f"{path}: not a readable .npy file ({e})") from e

@@ -6,7 +6,7 @@ Constants (weights, biases, multipliers) are tensors with ``data``; activations 
 Two dialects live in the same IR, one after the other in the pipeline:
 
 * the *float* dialect, written by the frontends, in the framework's own NCHW layout and semantics
-  (ops ``conv2d, batchnorm, relu, clip, maxpool, avgpool, global_avgpool, add, flatten, reshape, dense,
+  (ops ``conv2d, batchnorm, relu, sign, clip, maxpool, avgpool, global_avgpool, add, flatten, reshape, dense,
   softmax``; see :data:`FLOAT_OPS` for inputs and attributes);
 * the *integer* dialect, written by :mod:`edgepack.compress.quantize`, in NHWC layout, int8 activations with
   ``quant`` parameters (ops ``conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, clamp_s8,
@@ -208,6 +208,7 @@ FLOAT_OPS = {
                {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}),
     "batchnorm": (["x", "gamma", "beta", "mean", "var"], {"eps": 1e-5}),
     "relu": (["x"], {}),
+    "sign": (["x"], {}),  # binary activation: +1 where x >= 0, else -1 (sign(0) is +1, unlike torch.sign)
     "clip": (["x"], {"min": None, "max": None}),
     "maxpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0)}),
     "avgpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0), "count_include_pad": True}),
@@ -291,7 +292,7 @@ def infer_shapes(g: Graph, source: str = "model"):
                 raise EdgepackError(f"{source}: node '{n.name}' (dense): input has {x[-1]} features, weight "
                                     f"expects {w[1]}")
             out = tuple(x[:-1]) + (w[0],)
-        else:  # elementwise: batchnorm, relu, clip, softmax
+        else:  # elementwise: batchnorm, relu, sign, clip, softmax
             out = x
         g.tensors[n.outputs[0]].shape = tuple(int(v) for v in out)
         g.tensors[n.outputs[0]].dtype = "float32"

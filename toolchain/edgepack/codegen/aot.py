@@ -73,7 +73,8 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
             body = lower_to_c(func, name, const_idx, mcpu=mcpu, template=n.op)
             proto = prototype(body)
             src = (_header(f"Kernel {name}: template {n.op}, layer {n.name}, shapes {shapes}", command)
-                   + f'#include <stdint.h>\n#include <stdbool.h>\n#include "{name}.h"\n\n' + body)
+                   + f'#include <stdint.h>\n#include <stdbool.h>\n#include "runtime/ep_kernels.h"\n#include "{name}.h"\n\n'
+                   + body)
             guard = name.upper() + "_H"
             hdr = (_header(f"Kernel {name}", command) + f"#ifndef {guard}\n#define {guard}\n#include <stdint.h>\n"
                    f"{proto}\n#endif\n")

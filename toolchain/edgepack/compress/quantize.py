@@ -94,6 +94,85 @@ def _nhwc(shape):
     return (shape[0], shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
 
 
+def binary_weights(w: np.ndarray, rtol: float = 1e-4):
+    """If every output channel of ``w`` holds exactly two values +-a_c, return (a, negative mask), else None."""
+    flat = np.abs(w.reshape(w.shape[0], -1).astype(np.float64))
+    a = flat.mean(axis=1)
+    if np.any(a <= 0) or not np.allclose(flat, a[:, None], rtol=rtol, atol=0):
+        return None
+    return a, w < 0
+
+
+def _lower_binary(g, q, n, x, packed, qp, add_act, fuse_output):
+    """A conv2d / dense whose input is sign()ed: XNOR-popcount layer (design section 4).
+
+    Output as bits (bconv2d_b1) when every consumer is a sign: y_o = a_o * dot + b_o < 0 <=> dot < T_o with
+    T_o = ceil(-b_o / a_o) (BN already folded into a and b; a > 0, sign flips live in the weight bits).
+    Otherwise int8 (bconv2d_b1_s8): acc = (dot << S) + round(b * 2^S / a), requantized by a / (2^S s_out).
+    A dense layer reads its packed input (1, H, W, Cw) as one full-size window, so flatten costs nothing.
+    """
+    from ..pack.bitplanes import pack
+
+    w = g.const(n.inputs[1]).astype(np.float64)
+    b = g.const(n.inputs[2]).astype(np.float64) if len(n.inputs) > 2 else np.zeros(w.shape[0])
+    bw = binary_weights(w)
+    if bw is None:
+        raise EdgepackError(f"node '{n.name}': its input is binary (sign) but its weights are not two-valued per "
+                            "output channel; binarize the layer (ReCU) or build with --weights binary")
+    alpha, neg = bw
+    info = packed[x]
+    c, (h, wd) = info["channels"], info["hw"]
+    o = w.shape[0]
+    if n.op == "dense":
+        if w.shape[1] != c * h * wd:
+            raise EdgepackError(f"node '{n.name}': binary dense expects {c * h * wd} inputs, has {w.shape[1]}")
+        neg4 = neg.reshape(o, c, h, wd).transpose(0, 2, 3, 1)  # PyTorch flattens (C, H, W): to (O, H, W, C)
+        attrs = dict(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1))
+    else:
+        if n.attrs["group"] != 1:
+            raise EdgepackError(f"node '{n.name}': binary grouped / depthwise convolution is not supported")
+        neg4 = neg.transpose(0, 2, 3, 1)  # OIHW -> OHWI
+        attrs = dict(strides=tuple(n.attrs["strides"]), pads=tuple(n.attrs["pads"]),
+                     dilations=tuple(n.attrs["dilations"]))
+    kh, kw = neg4.shape[1:3]
+    k = kh * kw * c
+    wq = q.add_const(f"{n.name}_wbits", pack(neg4))
+    q.tensors[wq].quant = QParams(alpha, 0, 0)
+    out = n.outputs[0]
+    fshape = g.tensors[out].shape
+    cons = g.consumers(out)
+    common = dict(channels=c, alpha=alpha.tolist(), folded_bn=n.attrs.get("folded_bn"), weight_format="binary",
+                  **attrs)
+    if cons and out not in g.outputs and all(cn.op == "sign" for cn in cons):
+        thresh = np.clip(np.ceil(-b / alpha), -k - 1, k + 1).astype(np.int32)
+        oh, ow = (fshape[2], fshape[3]) if n.op == "conv2d" else (1, 1)
+        q.add_tensor(out, (1, oh, ow, (o + 31) // 32), "uint32")
+        packed[out] = {"channels": o, "hw": (oh, ow)}
+        q.add_node("bconv2d_b1", n.name, [x, wq, q.add_const(f"{n.name}_thresh", thresh)], [out], **common)
+        return
+    act, lo, hi, final, oq = fuse_output(n, add=False)
+    s_acc = int(max(0, min(8, 30 - int(np.ceil(np.log2(k + 1))))))
+    bias = np.clip(np.round(b * (1 << s_acc) / alpha), -(2**31), 2**31 - 1).astype(np.int32)
+    ms = [quantize_multiplier(float(a / ((1 << s_acc) * oq.scale))) for a in alpha]
+    amin, amax = _clamp_bounds(oq, lo, hi)
+    y = final
+    if n.op == "dense":  # the kernel writes (1, 1, 1, O); the graph's tensor is (1, O)
+        y = q.fresh(final + "_4d")
+        q.add_tensor(y, (1, 1, 1, o), "int8", quant=oq)
+        qp[y] = oq
+    else:
+        add_act(final, fshape, oq)
+    q.add_node("bconv2d_b1_s8", n.name,
+               [x, wq, q.add_const(f"{n.name}_bias", bias),
+                q.add_const(f"{n.name}_mult", np.array([m for m, _ in ms], np.int32)),
+                q.add_const(f"{n.name}_shift", np.array([sh for _, sh in ms], np.int32))], [y],
+               acc_shift=s_acc, out_zp=oq.zero_point, act_min=amin, act_max=amax,
+               fused_activation=act.op if act is not None else None, **common)
+    if n.op == "dense":
+        add_act(final, fshape, oq)
+        q.add_node("reshape", n.name + "_flat", [y], [final], shape=tuple(fshape))
+
+
 def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True) -> Graph:
     """Quantize a float-dialect graph with a calibration batch (NCHW float32) into the integer dialect."""
     ranges = calibration_ranges(g, calib)
@@ -120,20 +199,44 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True) -> Graph:
     q.inputs = [xin]
     skip = set()
 
+    packed: dict[str, dict] = {}  # int tensor name -> {"channels", "hw"} of packed binary tensors
+
+    def fuse_output(n, add=True):
+        """Fuse a following relu/clip into n's output; return (act, lo, hi, output name, output qparams)."""
+        act, lo, hi = _fused_activation(g, n)
+        final = act.outputs[0] if act is not None else n.outputs[0]
+        if act is not None:
+            skip.add(act.name)
+            alias[n.outputs[0]] = final
+        oq = activation_qparams(*ranges[final])
+        if add:
+            add_act(final, g.tensors[final].shape, oq)
+        return act, lo, hi, final, oq
     for n in g.nodes:
         if n.name in skip:
             continue
         x = name_of(n.inputs[0])
         out = n.outputs[0]
         fshape = g.tensors[out].shape
+        if n.op == "sign":
+            if x in packed:  # produced as bits by a binary layer with BN + sign folded into thresholds
+                alias[out] = x
+                continue
+            xs = q.tensors[x].shape
+            hw, c = (tuple(xs[1:3]), xs[3]) if len(xs) == 4 else ((1, 1), int(np.prod(xs[1:])))
+            pname = out
+            q.add_tensor(pname, (1,) + hw + ((c + 31) // 32,), "uint32")
+            packed[pname] = {"channels": c, "hw": hw}
+            q.add_node("binarize_s8", n.name, [x], [pname], zp=qp[x].zero_point, channels=c)
+            continue
+        if n.op in ("flatten", "reshape") and x in packed:
+            alias[out] = x  # packed bits stay (1, H, W, Cw); the binary dense reads them as a full-size window
+            continue
+        if n.op in ("conv2d", "dense") and x in packed:
+            _lower_binary(g, q, n, x, packed, qp, add_act, fuse_output)
+            continue
         if n.op in ("conv2d", "dense"):
-            act, lo, hi = _fused_activation(g, n)
-            final = act.outputs[0] if act is not None else out
-            if act is not None:
-                skip.add(act.name)
-                alias[out] = final
-            oq = activation_qparams(*ranges[final])
-            add_act(final, fshape, oq)
+            act, lo, hi, final, oq = fuse_output(n)
             iq = qp[x]
             w = g.const(n.inputs[1]).astype(np.float64)
             b = g.const(n.inputs[2]).astype(np.float64) if len(n.inputs) > 2 else np.zeros(w.shape[0])
@@ -175,13 +278,7 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True) -> Graph:
             q.tensors[f"{pre}_w"].quant = QParams(ws, 0, 0)
             q.add_node(op, n.name, ins, [final], **attrs)
         elif n.op == "add":
-            act, lo, hi = _fused_activation(g, n)
-            final = act.outputs[0] if act is not None else out
-            if act is not None:
-                skip.add(act.name)
-                alias[out] = final
-            oq = activation_qparams(*ranges[final])
-            add_act(final, fshape, oq)
+            act, lo, hi, final, oq = fuse_output(n)
             a, b = x, name_of(n.inputs[1])
             qa, qb = qp[a], qp[b]
             twice = 2 * max(qa.scale, qb.scale)

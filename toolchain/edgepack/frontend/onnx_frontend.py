@@ -19,7 +19,7 @@ from . import finish_graph, short_reason
 
 SUPPORTED = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Conv", "Dropout", "Flatten", "Gemm",
              "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Pad", "ReduceMean", "Relu", "Reshape",
-             "Softmax")
+             "Sign", "Softmax")
 
 # ops never folded even when all inputs are constant (random or stateful)
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -267,6 +267,9 @@ class _Importer:
         if len(node.output) > 1 and node.output[1]:
             self.consts[node.output[1]] = np.ones(self.shape_of(node.input[0]) or (1,), dtype=bool)
         self.alias[node.output[0]] = self.act(node, node.input[0])
+
+    def op_Sign(self, node, a):
+        self.g.add_node("sign", node.name, [self.act(node, node.input[0])], [node.output[0]])
 
     def op_Relu(self, node, a):
         self.g.add_node("relu", node.name, [self.act(node, node.input[0])], [node.output[0]])

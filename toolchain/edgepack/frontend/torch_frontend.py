@@ -155,7 +155,7 @@ _SUPPORTED = (
     "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "mean", "add",
     "add_", "flatten", "view", "reshape", "_unsafe_view", "linear", "addmm", "mm", "matmul", "softmax",
     "_softmax", "dropout", "native_dropout", "clone", "contiguous", "alias", "detach", "lift_fresh_copy",
-    "pad", "constant_pad_nd")
+    "pad", "constant_pad_nd", "sign")
 _IGNORED_PREFIXES = ("_assert", "sym_constrain_range")
 _SIZE_OPS = ("sym_size", "size")
 
@@ -473,6 +473,9 @@ class _Walker:
         return self.emit("relu", node, [self.act(node, b["self"])])
 
     op_relu_ = op_relu
+
+    def op_sign(self, node, b):
+        return self.emit("sign", node, [self.act(node, b["self"])])
 
     def _clip(self, node, x, lo, hi):
         def num(v, what):

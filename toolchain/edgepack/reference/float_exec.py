@@ -161,6 +161,7 @@ _OPS = {
     "conv2d": _conv2d,
     "batchnorm": _batchnorm,
     "relu": lambda a, x: np.maximum(x, 0),
+    "sign": lambda a, x: np.where(x >= 0, 1.0, -1.0).astype(x.dtype),
     "clip": _clip,
     "maxpool": _maxpool,
     "avgpool": _avgpool,

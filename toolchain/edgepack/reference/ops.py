@@ -110,3 +110,7 @@ def reshape(x, *, shape, **_):
 
 OPS = {f.__name__: f for f in (conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, clamp_s8,
                                softmax_s8, reshape)}
+
+from .ops_binary import OPS as _BINARY_OPS  # noqa: E402
+
+OPS.update(_BINARY_OPS)
