@@ -57,6 +57,13 @@ def cmd_run(a):
             print(f"  {name:32s} {v:12.0f}")
 
 
+def cmd_flash(a):
+    from .flash import flash
+
+    r = flash(a.out, probe=a.probe)
+    print(f"flashed {r['elf']} to {r['board']} (pyOCD target {r['target']}, probe {r['probe']}) and reset it")
+
+
 def cmd_boards(_a):
     from .boards import all_boards
 
@@ -88,6 +95,10 @@ def parser():
     r.add_argument("--raw", help="write raw int8 outputs before dequantization (.npy)")
     r.add_argument("--on", default="host", help="reference | host | emulator")
     r.set_defaults(func=cmd_run)
+    f = sub.add_parser("flash", help="program a real board (pyOCD, Cortex-M)")
+    f.add_argument("out", help="the output folder of edgepack build (for a board with a flasher)")
+    f.add_argument("--probe", metavar="UID", help="debug probe unique ID (pyocd list); needed with several probes")
+    f.set_defaults(func=cmd_flash)
     bo = sub.add_parser("boards", help="list the boards")
     bo.set_defaults(func=cmd_boards)
     return p
