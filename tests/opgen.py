@@ -176,3 +176,53 @@ def softmax_case(draw):
     g.add_node("softmax_s8", "layer", ["x", "lut"], ["y"])
     g.inputs, g.outputs = ["x"], ["y"]
     return g, seed
+
+
+@st.composite
+def binary_case(draw, out_bits=True):
+    """x (int8) -> binarize_s8 -> bconv2d_b1 (bits out) or bconv2d_b1_s8 (int8 out), random shapes."""
+    from edgepack.reference.ops_binary import _pack
+
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    full = draw(st.booleans()) and not out_bits  # a binary dense after a flatten: one full-size window
+    c = draw(st.sampled_from([1, 5, 31, 32, 33, 64, 70]))
+    o = draw(st.sampled_from([1, 3, 32, 33, 40]))
+    if full:
+        h, w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        kh, kw, sh, sw, pads, dil = h, w, 1, 1, (0, 0, 0, 0), (1, 1)
+    else:
+        kh = draw(st.sampled_from([1, 3, 3, 2]))
+        kw = draw(st.sampled_from([kh, kh, 1]))
+        sh, sw = draw(st.sampled_from([(1, 1), (2, 2), (1, 2)]))
+        dil = draw(st.sampled_from([(1, 1), (1, 1), (2, 2)]))
+        pads = tuple(draw(st.integers(0, k - 1 if k > 1 else 0)) for k in (kh, kw, kh, kw))
+        h = draw(st.integers(max(dil[0] * (kh - 1) + 1 - pads[0] - pads[2], 1), 9))
+        w = draw(st.integers(max(dil[1] * (kw - 1) + 1 - pads[1] - pads[3], 1), 9))
+    oh, ow = _out_hw(h, kh, sh, pads[0], pads[2], dil[0]), _out_hw(w, kw, sw, pads[1], pads[3], dil[1])
+    cw, ow_words = (c + 31) // 32, (o + 31) // 32
+    g = Graph()
+    iq = _q(rng)
+    g.add_tensor("x", (1, h, w, c), "int8", quant=iq)
+    g.add_tensor("xb", (1, h, w, cw), "uint32")
+    g.add_node("binarize_s8", "bin", ["x"], ["xb"], zp=iq.zero_point, channels=c)
+    g.add_const("w", _pack(rng.random((o, kh, kw, c)) < 0.5))
+    attrs = dict(channels=c, strides=(sh, sw), pads=pads, dilations=dil)
+    k = kh * kw * c
+    if out_bits:
+        g.add_tensor("y", (1, oh, ow, ow_words), "uint32")
+        g.add_const("thresh", rng.integers(-k - 1, k + 2, o).astype(np.int32))
+        g.add_node("bconv2d_b1", "layer", ["xb", "w", "thresh"], ["y"], **attrs)
+    else:
+        oq = _q(rng)
+        g.add_tensor("y", (1, oh, ow, o), "int8", quant=oq)
+        s_acc = int(rng.integers(0, 9))
+        g.add_const("bias", rng.integers(-k << s_acc, (k << s_acc) + 1, o).astype(np.int32))
+        m, s = _mults(rng, o, 1e-4, 0.5)
+        g.add_const("mult", m)
+        g.add_const("shift", s)
+        amin, amax = _act_range(rng)
+        g.add_node("bconv2d_b1_s8", "layer", ["xb", "w", "bias", "mult", "shift"], ["y"], acc_shift=s_acc,
+                   out_zp=oq.zero_point, act_min=amin, act_max=amax, **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g, seed

@@ -20,6 +20,8 @@ CASES = {
     "add_s8": opgen.add_case(),
     "clamp_s8": opgen.clamp_case(),
     "softmax_s8": opgen.softmax_case(),
+    "bconv2d_b1": opgen.binary_case(out_bits=True),
+    "bconv2d_b1_s8": opgen.binary_case(out_bits=False),
 }
 BOARDS = {"cortex-m7": 8, "cortex-m33": 5, "rpi4": 5, "rpi-armhf": 5}
 

@@ -77,3 +77,15 @@ def test_clamp_s8(tmp_path_factory, case):
 @given(opgen.softmax_case())
 def test_softmax_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
+
+
+@SETTINGS
+@given(opgen.binary_case(out_bits=True))
+def test_bconv2d_b1(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@SETTINGS
+@given(opgen.binary_case(out_bits=False))
+def test_bconv2d_b1_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)

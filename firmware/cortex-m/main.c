@@ -13,8 +13,8 @@
 static volatile uint32_t ep_wraps;
 static uint64_t ep_counts[1 + EP_MODEL_NUM_LAYERS];
 static uint64_t ep_layer_t0;
-static int8_t ep_input[EP_MODEL_INPUT_BYTES];
-static int8_t ep_output[EP_MODEL_OUTPUT_BYTES];
+static int8_t ep_input[EP_MODEL_INPUT_BYTES] __attribute__((aligned(8)));
+static int8_t ep_output[EP_MODEL_OUTPUT_BYTES] __attribute__((aligned(8)));
 
 void ep_systick_handler(void) { ep_wraps++; }
 

@@ -5,8 +5,8 @@
 
 #include "model.h"
 
-static int8_t ep_input[EP_MODEL_INPUT_BYTES];
-static int8_t ep_output[EP_MODEL_OUTPUT_BYTES];
+static int8_t ep_input[EP_MODEL_INPUT_BYTES] __attribute__((aligned(8)));
+static int8_t ep_output[EP_MODEL_OUTPUT_BYTES] __attribute__((aligned(8)));
 
 int main(int argc, char **argv) {
     if (argc != 3) {

@@ -116,7 +116,11 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
         if t in consts:
             return consts[t]
         kind, off = mp.storage[t]
-        return {"input": "input", "output": "output"}[kind] if kind != "arena" else f"ep_arena + {off}"
+        p = {"input": "input", "output": "output"}[kind] if kind != "arena" else f"ep_arena + {off}"
+        dtype = g.tensors[t].dtype
+        if dtype != "int8":  # packed binary activations: word-aligned (arena offsets are multiples of 4)
+            p = f"({CTYPES[dtype]} *)(void *)({p})"
+        return p
 
     calls = []
     layer_names = []
@@ -134,7 +138,7 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     def tinfo(t):
         shape = list(t.shape) + [0] * (4 - len(t.shape))
         return (f"{{{len(t.shape)}, {{{', '.join(map(str, shape))}}}, {t.nbytes}, "
-                f"{float(t.quant.scale)!r}f, {int(t.quant.zero_point)}}}")
+                f"{float(t.quant.scale) if t.quant else 0.0!r}f, {int(t.quant.zero_point) if t.quant else 0}}}")
 
     includes = "".join(f'#include "kernels/{k}.h"\n' for k in sorted(set(layer_kernel.values())))
     arena_decl = (f"static int8_t ep_arena[EP_MODEL_ARENA_BYTES] __attribute__((aligned(8)));\n"

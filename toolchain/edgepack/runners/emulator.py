@@ -67,10 +67,12 @@ def run_raw(model, xq: np.ndarray, timeout: float | None = None, counts_out: dic
         if r.returncode != 0:
             said = " ".join((r.stdout + r.stderr).split())[:300] or f"exit status {r.returncode}"
             raise EdgepackError(f"{elf}: the firmware failed on the {name} emulator: {said}")
+        dtype = np.dtype(model.outp.dtype)
         out = np.fromfile(tmp / "output.bin", dtype=np.int8) if (tmp / "output.bin").exists() else np.zeros(0)
         if out.size != n * out_bytes:
             raise EdgepackError(f"{elf}: the firmware wrote {out.size} output bytes on {name}, expected "
                                 f"{n * out_bytes}")
+        out = out.view(dtype)
         if counts_out is not None and board.get("arch") == "cortex-m":
             ticks = np.fromfile(tmp / "counts.bin", dtype="<u8").reshape(n, -1)
             per_instr_ns = 2 ** board.get("icount_shift", 6)

@@ -24,10 +24,11 @@ def run_raw(model, xq: np.ndarray) -> np.ndarray:
                             "install a C compiler (Debian package build-essential)") from e
     n = xq.shape[0]
     out_shape = tuple(model.outp.shape[1:])
-    res = np.empty((n,) + out_shape, dtype=np.int8)
+    dtype = np.dtype(model.outp.dtype)  # int8 for models; packed uint32 for single binary layers under test
+    res = np.empty((n,) + out_shape, dtype=dtype)
     for i in range(n):
         xi = np.ascontiguousarray(xq[i])
-        yi = np.empty(out_shape, dtype=np.int8)
+        yi = np.empty(out_shape, dtype=dtype)
         rc = lib.ep_model_run(ffi.cast("const int8_t *", ffi.from_buffer(xi)),
                               ffi.cast("int8_t *", ffi.from_buffer(yi)))
         if rc != 0:

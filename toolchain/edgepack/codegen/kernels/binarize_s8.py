@@ -1,0 +1,47 @@
+"""ep_binarize_s8: int8 activations -> packed binary activations (``pack.bitplanes`` layout).
+
+x: (1, ..., C) int8 (NHWC, or (1, F) for a vector: C = F); y: (1, ..., Cw) uint32 with Cw = ceil(C / 32).
+Channel c of a pixel becomes bit c % 32 of word c // 32: 1 (-1) when x < zp (its real value is negative),
+else 0 (+1); the pad bits of the last word are 0.
+"""
+
+import math
+
+from tvm.script import tirx as T
+
+PARAMS = ["x", "y"]
+CONST = {"x"}
+
+
+def template(attrs, shapes):
+    xs, ys = tuple(shapes["x"]), tuple(shapes["y"])
+    C = int(xs[-1])
+    if "channels" in attrs and int(attrs["channels"]) != C:
+        raise ValueError(f"binarize_s8: channels {attrs['channels']} != last input axis {C}")
+    P = math.prod(xs[1:-1])
+    CW = (C + 31) // 32
+    if ys[-1] != CW or math.prod(ys[1:-1]) != P:
+        raise ValueError(f"binarize_s8: output {ys} does not hold {P} pixels of {CW} words for input {xs}")
+    zp = int(attrs["zp"])
+    FULL, TAIL = C // 32, C % 32
+
+    @T.macro
+    def word(X, Y, acc, p, j, nbits):
+        acc[0] = T.uint32(0)
+        for b in range(nbits):
+            acc[0] = acc[0] | (T.Cast("uint32", T.Cast("int32", X[p * C + j * 32 + b]) < zp) << T.Cast("uint32", b))
+        Y[p * CW + j] = acc[0]
+
+    @T.prim_func
+    def kernel(x: T.handle("int8"), y: T.handle("uint32")):
+        T.func_attr({"tirx.noalias": True})
+        X = T.decl_buffer((P * C,), "int8", data=x)
+        Y = T.decl_buffer((P * CW,), "uint32", data=y)
+        acc = T.alloc_buffer((1,), "uint32")
+        for p in range(P):
+            for j in range(FULL):
+                word(X, Y, acc, p, j, 32)
+            if TAIL > 0:
+                word(X, Y, acc, p, FULL, TAIL)
+
+    return kernel

@@ -1,0 +1,499 @@
+"""Training-side binarization: ReCU (Xu et al., ICCV 2021) and a plain sign + STE baseline.
+
+Paper: Z. Xu, M. Lin, J. Liu, J. Chen, L. Shao, Y. Gao, Y. Tian, R. Ji, "ReCU: Reviving the Dead Weights in
+Binary Neural Networks", ICCV 2021 (official code: github.com/z-hXu/ReCU).
+
+A binary layer computes ``conv(sign(x), alpha_c * sign(w'))`` (or ``linear``): 1-bit activations, 1-bit
+weights with one positive scale per output channel. Everywhere in this module sign(0) = +1, for weights and
+activations alike (``where(v >= 0, 1, -1)``, never ``torch.sign``, whose sign(0) is 0); edgepack's importer
+and integer kernels use the same convention.
+
+method="recu" (what the paper does to the latent float weights w of one layer, out-channel c):
+
+1. Weight standardization, per output channel (Qiao et al.; the official code standardizes over dims 1..3):
+       w_hat = (w - mean_c(w)) / sqrt(var_c(w) + 1e-5)
+   The official code further multiplies by 2*sqrt(2) (so that the Laplace scale b = E|w_hat| is about 2);
+   that constant changes neither sign(w') nor which weights are clamped (the bounds scale with it) and only
+   rescales alpha, which the following BatchNorm absorbs, so it is left out here.
+2. ReCU, the rectified clamp of the standardized weights to the layer's tau-quantiles:
+       w' = ReCU(w_hat) = max(min(w_hat, Q(tau)), Q(1 - tau))
+   Q(p) is the p-quantile of all standardized weights of the layer (one pair of bounds per layer; the
+   bounds are constants for autograd, like the official ``.detach()``), so a fraction 1 - tau of the
+   weights sits at each bound. The "dead weights" of the paper are these tail weights: their magnitude is
+   so large that their sign practically never flips; clamping them moves them to the quantiles.
+   ``quantile="empirical"`` (default) uses the exact sample quantiles (linear interpolation, as
+   ``torch.quantile``); ``quantile="laplace"`` uses the paper's Laplace estimate, as the official code does:
+       Q(tau) = -b * ln(2 - 2*tau),  Q(1 - tau) = -Q(tau),  b = mean |w_hat| (the Laplace scale's MLE).
+3. tau grows over training on the paper's exponential schedule (``TauSchedule``), from tau_start = 0.85 to
+   tau_end = 0.99 (the paper's values): step t of T,
+       tau(t) = A * e^(t/T) + B,  A = (tau_end - tau_start) / (e - 1),  B = tau_start - A
+   i.e. tau(t) = tau_start + (tau_end - tau_start) * (e^(t/T) - 1) / (e - 1): tau(0) = tau_start,
+   tau(T) = tau_end, increasing, slowly first (the official code evaluates it once per epoch, t = epoch;
+   ``train_binary`` evaluates it per optimizer step, same curve).
+4. Binary weight: w_b = alpha_c * sign(w'), alpha_c = mean_i |w'_{c,i}| (mean absolute value of the clamped
+   weights of output channel c, XNOR-Net's closed form; gradients flow through alpha_c). The official code
+   instead multiplies the conv output by a learnable per-channel alpha; edgepack uses the closed form, which
+   needs no extra parameter (either way the scale ends up inside the exported two-valued weights).
+   The weight sign has the identity straight-through estimator, d sign(w')/d w' = 1 (the official
+   ``BinaryQuantize``); the clamp itself passes no gradient outside [Q(1-tau), Q(tau)].
+5. Activations: x_b = sign(x) with the straight-through estimator d x_b/d x = 1 where |x| <= 1, else 0
+   (BNN's clipped STE, i.e. the gradient of hardtanh). The official code uses Bi-Real's ApproxSign gradient
+   max(0, 2 - 2|x|) and divides the activations by their per-sample std during training only; neither
+   changes the forward pass, and this module keeps the plain clipped STE.
+
+method="ste" (the BNN / XNOR-Net baseline): w_b = alpha_c * sign(w), alpha_c = mean_i |w_{c,i}|, identity STE
+for the weight sign, the same clipped STE for activations; no standardization, no clamp, no tau.
+
+Deployment: ``export_ready(model)`` materialises each binary layer as ``F.conv2d(torch.sign(x), W, b)`` (or
+``F.linear``) with W a constant whose entries are exactly +alpha_c or -alpha_c, which is the pattern the
+edgepack importer recognises as a binary layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BinaryConv2d", "BinaryLinear", "TauSchedule", "binarize", "binary_layers", "export_ready",
+           "quantile_clamp", "set_tau", "sign_ste", "standardize_weight", "train_binary"]
+
+METHODS = ("recu", "ste")
+_ALPHA_MIN = 1e-8  # a channel of all-zero weights still gets a positive (if useless) scale
+
+
+# ---- the pieces ----------------------------------------------------------------------------------------
+def _pm1(v: torch.Tensor) -> torch.Tensor:
+    """+1 where v >= 0, else -1 (sign(0) = +1), in v's dtype."""
+    return torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v))
+
+
+class _SignActSTE(torch.autograd.Function):
+    """sign(x) with sign(0) = +1; backward: the clipped straight-through estimator 1{|x| <= 1}."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _pm1(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+class _SignWeightSTE(torch.autograd.Function):
+    """sign(w) with sign(0) = +1; backward: identity (the official ReCU ``BinaryQuantize``)."""
+
+    @staticmethod
+    def forward(ctx, w):
+        return _pm1(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    """Binary activation: +1 where x >= 0 else -1; gradient 1 where |x| <= 1, 0 elsewhere."""
+    return _SignActSTE.apply(x)
+
+
+def sign_weight_ste(w: torch.Tensor) -> torch.Tensor:
+    """Binary weight sign: +1 where w >= 0 else -1; identity gradient."""
+    return _SignWeightSTE.apply(w)
+
+
+def standardize_weight(w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Weight standardization per output channel (dim 0): (w - mean_c) / sqrt(var_c + eps), var unbiased as
+    in the official code (``Tensor.var``); differentiable."""
+    dims = tuple(range(1, w.dim()))
+    w0 = w - w.mean(dim=dims, keepdim=True)
+    var = w0.var(dim=dims, keepdim=True) if w[0].numel() > 1 else torch.zeros_like(w0)
+    return w0 / torch.sqrt(var + eps)
+
+
+def _quantile(v: torch.Tensor, q: float) -> float:
+    """Sample q-quantile of all entries (linear interpolation, as torch.quantile, without its 2^24 limit)."""
+    s = torch.sort(v.detach().reshape(-1)).values
+    pos = q * (s.numel() - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, s.numel() - 1)
+    return float(s[lo] + (s[hi] - s[lo]) * (pos - lo))
+
+
+def recu_bounds(w_hat: torch.Tensor, tau: float, quantile: str = "empirical") -> tuple:
+    """(Q(1 - tau), Q(tau)) of the layer's standardized weights, as Python floats (constants for autograd)."""
+    tau = float(tau)
+    if not 0.5 <= tau <= 1.0:
+        raise ValueError(f"ReCU tau must lie in [0.5, 1], got {tau}")
+    if quantile == "empirical":
+        return _quantile(w_hat, 1.0 - tau), _quantile(w_hat, tau)
+    if quantile == "laplace":
+        if tau >= 1.0:
+            return -math.inf, math.inf
+        b = float(w_hat.detach().abs().mean())
+        q = -b * math.log(2.0 - 2.0 * tau)
+        return -q, q
+    raise ValueError(f"quantile must be 'empirical' or 'laplace', got {quantile!r}")
+
+
+def quantile_clamp(w_hat: torch.Tensor, tau: float, quantile: str = "empirical") -> torch.Tensor:
+    """ReCU(w_hat) = max(min(w_hat, Q(tau)), Q(1 - tau)) with the layer's quantiles (see module docstring)."""
+    lo, hi = recu_bounds(w_hat, tau, quantile)
+    return torch.clamp(w_hat, lo, hi)
+
+
+# ---- layers ----------------------------------------------------------------------------------------------
+class _BinaryMixin:
+    """Shared weight path of BinaryConv2d / BinaryLinear. Attributes: method, quantile, buffer tau."""
+
+    def _init_binary(self, method: str, tau: float, quantile: str):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if quantile not in ("empirical", "laplace"):
+            raise ValueError(f"quantile must be 'empirical' or 'laplace', got {quantile!r}")
+        self.method = method
+        self.quantile = quantile
+        self.register_buffer("tau", torch.tensor(float(tau)))
+
+    def set_tau(self, tau: float) -> None:
+        """Set ReCU's tau (ignored by method='ste')."""
+        if not 0.5 <= float(tau) <= 1.0:
+            raise ValueError(f"ReCU tau must lie in [0.5, 1], got {tau}")
+        self.tau.fill_(float(tau))
+
+    def latent_weight(self) -> torch.Tensor:
+        """w' : the weight whose sign is taken (ReCU: standardized, then clamped to the quantiles)."""
+        if self.method == "ste":
+            return self.weight
+        return quantile_clamp(standardize_weight(self.weight), float(self.tau), self.quantile)
+
+    def alpha(self, w_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-output-channel scale alpha_c = mean_i |w'_{c,i}|, shape (out,)."""
+        w = self.latent_weight() if w_latent is None else w_latent
+        return w.abs().reshape(w.shape[0], -1).mean(dim=1).clamp_min(_ALPHA_MIN)
+
+    def binary_weight(self) -> torch.Tensor:
+        """alpha_c * sign(w') (sign(0) = +1), differentiable through the STE and alpha."""
+        w = self.latent_weight()
+        a = self.alpha(w).reshape((-1,) + (1,) * (w.dim() - 1))
+        return a * sign_weight_ste(w)
+
+    def extra_repr(self):
+        tail = f", tau={float(self.tau):.4f}, quantile={self.quantile}" if self.method == "recu" else ""
+        return super().extra_repr() + f", method={self.method}{tail}"
+
+
+class BinaryConv2d(_BinaryMixin, nn.Conv2d):
+    """Conv2d with 1-bit input and weights: conv(sign_ste(x), alpha_c * sign(w')) + bias.
+
+    Zero padding pads the binarized input with 0 (not +-1), as F.conv2d does; edgepack's binary kernels
+    handle such padding exactly."""
+
+    def __init__(self, *args, method: str = "recu", tau: float = 0.85, quantile: str = "empirical", **kw):
+        super().__init__(*args, **kw)
+        if self.padding_mode != "zeros":
+            raise ValueError("BinaryConv2d supports padding_mode='zeros' only")
+        self._init_binary(method, tau, quantile)
+
+    def forward(self, x):
+        return self._conv_forward(sign_ste(x), self.binary_weight(), self.bias)
+
+    @classmethod
+    def from_float(cls, m: nn.Conv2d, method: str = "recu", tau: float = 0.85, quantile: str = "empirical"):
+        b = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
+                method=method, tau=tau, quantile=quantile, device=m.weight.device, dtype=m.weight.dtype)
+        with torch.no_grad():
+            b.weight.copy_(m.weight)
+            if m.bias is not None:
+                b.bias.copy_(m.bias)
+        b.train(m.training)
+        return b
+
+
+class BinaryLinear(_BinaryMixin, nn.Linear):
+    """Linear with 1-bit input and weights: linear(sign_ste(x), alpha_c * sign(w')) + bias."""
+
+    def __init__(self, *args, method: str = "recu", tau: float = 0.85, quantile: str = "empirical", **kw):
+        super().__init__(*args, **kw)
+        self._init_binary(method, tau, quantile)
+
+    def forward(self, x):
+        return F.linear(sign_ste(x), self.binary_weight(), self.bias)
+
+    @classmethod
+    def from_float(cls, m: nn.Linear, method: str = "recu", tau: float = 0.85, quantile: str = "empirical"):
+        b = cls(m.in_features, m.out_features, bias=m.bias is not None, method=method, tau=tau,
+                quantile=quantile, device=m.weight.device, dtype=m.weight.dtype)
+        with torch.no_grad():
+            b.weight.copy_(m.weight)
+            if m.bias is not None:
+                b.bias.copy_(m.bias)
+        b.train(m.training)
+        return b
+
+
+_BINARY = (BinaryConv2d, BinaryLinear)
+
+
+def set_tau(model: nn.Module, tau: float) -> int:
+    """Set tau on every ReCU layer of ``model``; return how many layers took it."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, _BINARY) and m.method == "recu":
+            m.set_tau(tau)
+            n += 1
+    return n
+
+
+# ---- model surgery ---------------------------------------------------------------------------------------
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def _execution_order(model: nn.Module, example_input, names: list) -> list:
+    """Names of the given modules in the order a forward pass first calls them (modules never called are
+    left out)."""
+    order, hooks = [], []
+    for name in names:
+        def hook(mod, inp, out, name=name):
+            if name not in order:
+                order.append(name)
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            args = example_input if isinstance(example_input, tuple) else (example_input,)
+            model(*args)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return order
+
+
+def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu",
+             skip: Iterable[str] | None = None, example_input=None, tau: float = 0.85,
+             quantile: str = "empirical"):
+    """Replace the model's nn.Conv2d / nn.Linear modules by BinaryConv2d / BinaryLinear in place.
+
+    Weights and biases are copied. With ``first_last_int8`` (default) the first and the last layer stay full
+    precision (int8 after edgepack's quantization), as is usual for BNNs. First and last are taken in
+    *execution order* when ``example_input`` (a tensor or a tuple of forward arguments) is given: one eval
+    forward pass with hooks records which layer runs first and last (layers the pass never calls are left
+    alone). Without ``example_input`` they are taken in *module registration order* (``named_modules()``),
+    which equals execution order for nn.Sequential-style models defined in forward order.
+    Also left alone: names in ``skip``, grouped (depthwise) convolutions (no binary grouped kernel), and
+    convolutions with a padding_mode other than 'zeros'.
+
+    Returns ``(model, names)`` with the names of the binarized modules, in the order used.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    skip = set(skip or ())
+    cands = [n for n, m in model.named_modules()
+             if type(m) in (nn.Conv2d, nn.Linear) and n]
+    if example_input is not None:
+        cands = _execution_order(model, example_input, cands)
+    if first_last_int8:
+        cands = cands[1:-1]
+    done = []
+    for name in cands:
+        m = model.get_submodule(name)
+        if name in skip:
+            continue
+        if isinstance(m, nn.Conv2d):
+            if m.groups != 1 or m.padding_mode != "zeros":
+                continue
+            new = BinaryConv2d.from_float(m, method=method, tau=tau, quantile=quantile)
+        else:
+            new = BinaryLinear.from_float(m, method=method, tau=tau, quantile=quantile)
+        _set_submodule(model, name, new)
+        done.append(name)
+    return model, done
+
+
+# ---- training -------------------------------------------------------------------------------------------
+class TauSchedule:
+    """ReCU's exponential tau schedule (paper / official ``cpt_tau``):
+
+        tau(t) = A * e^(t/T) + B,  A = (tau_end - tau_start) / (e - 1),  B = tau_start - A,
+
+    for step t in [0, T] (clamped outside); tau(0) = tau_start, tau(T) = tau_end, strictly increasing when
+    tau_end > tau_start."""
+
+    def __init__(self, tau_start: float = 0.85, tau_end: float = 0.99, total_steps: int = 1):
+        if not 0.5 <= tau_start <= 1.0 or not 0.5 <= tau_end <= 1.0:
+            raise ValueError(f"tau must lie in [0.5, 1], got {tau_start}, {tau_end}")
+        if total_steps < 1:
+            raise ValueError("total_steps must be >= 1")
+        self.tau_start, self.tau_end, self.total_steps = float(tau_start), float(tau_end), int(total_steps)
+        self.A = (self.tau_end - self.tau_start) / (math.e - 1.0)
+        self.B = self.tau_start - self.A
+
+    def __call__(self, step: float) -> float:
+        t = min(max(float(step), 0.0), float(self.total_steps))
+        return self.A * math.exp(t / self.total_steps) + self.B
+
+
+def train_binary(model: nn.Module, x, y, epochs: int = 4, batch: int = 64, lr: float = 3e-3,
+                 method: str | None = None, seed: int = 0, progress: bool = True, tau_start: float = 0.85,
+                 tau_end: float = 0.99, sched: str = "cosine", weight_decay: float = 0.0) -> nn.Module:
+    """Train ``model`` (binary or float) with Adam and a per-step LR schedule; return it in eval mode.
+
+    ``x``, ``y``: numpy arrays or tensors (inputs, int64 labels). ``method``: "recu" schedules tau on every
+    ReCU layer per optimizer step, t = 0 .. T-1 mapped onto [0, T] so that the last step trains at tau_end
+    (which the model keeps afterwards); "ste" and "float" schedule nothing; None picks "recu" when the
+    model has ReCU layers. ``sched``: "cosine" (cosine annealing to 0 over all steps) or "onecycle"
+    (torch's OneCycleLR, as examples/mnist_common.train). Loss: cross entropy. Progress per epoch on stderr.
+    The same seed gives the same batch order whatever the model, so models compare on one budget.
+    """
+    has_recu = any(isinstance(m, _BINARY) and m.method == "recu" for m in model.modules())
+    if method is None:
+        method = "recu" if has_recu else "float"
+    if method not in ("recu", "ste", "float"):
+        raise ValueError(f"method must be 'recu', 'ste', 'float' or None, got {method!r}")
+    torch.manual_seed(seed)
+    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    yt = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(y))
+    gen = torch.Generator().manual_seed(seed)
+    per_epoch = (len(xt) + batch - 1) // batch
+    steps = max(1, epochs * per_epoch)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if sched == "cosine":
+        lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    elif sched == "onecycle":
+        lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    else:
+        raise ValueError(f"sched must be 'cosine' or 'onecycle', got {sched!r}")
+    taus = TauSchedule(tau_start, tau_end, steps) if method == "recu" else None
+    model.train()
+    step = 0
+    for ep in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        total, correct = 0.0, 0
+        for i in range(0, len(xt), batch):
+            if taus is not None:
+                tau = taus(step * steps / max(steps - 1, 1))
+                set_tau(model, tau)
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            out = model(xt[idx])
+            loss = F.cross_entropy(out, yt[idx])
+            loss.backward()
+            opt.step()
+            lr_sched.step()
+            step += 1
+            total += float(loss.detach()) * len(idx)
+            correct += int((out.argmax(1) == yt[idx]).sum())
+        if progress:
+            tail = f", tau {tau:.4f}" if taus is not None else ""
+            print(f"[{method}] epoch {ep + 1}/{epochs}: loss {total / len(xt):.4f}, "
+                  f"train acc {correct / len(xt):.4f}{tail}", file=sys.stderr, flush=True)
+    if taus is not None:
+        set_tau(model, tau_end)
+    return model.eval()
+
+
+# ---- deployment ------------------------------------------------------------------------------------------
+class DeployBinaryConv2d(nn.Module):
+    """Exported form of a binary conv: F.conv2d(torch.sign(x), W, b) with W's entries in {+a_c, -a_c}.
+
+    Note: torch.sign(0) = 0 while training used sign(0) = +1; edgepack's importer reads this Sign as
+    sign(0) = +1, so the built model matches the trained one exactly; run in PyTorch the two differ only
+    where an input is exactly 0."""
+
+    def __init__(self, weight, bias, stride, padding, dilation, groups, method="", tau=None):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.method, self.tau = method, tau
+
+    def forward(self, x):
+        return F.conv2d(torch.sign(x), self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def extra_repr(self):
+        return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, method={self.method}"
+
+
+class DeployBinaryLinear(nn.Module):
+    """Exported form of a binary linear layer: F.linear(torch.sign(x), W, b), W's entries in {+a_c, -a_c}
+    (same sign(0) note as DeployBinaryConv2d)."""
+
+    def __init__(self, weight, bias, method="", tau=None):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.method, self.tau = method, tau
+
+    def forward(self, x):
+        return F.linear(torch.sign(x), self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{tuple(self.weight.shape)}, method={self.method}"
+
+
+@torch.no_grad()
+def _materialise(m) -> torch.Tensor:
+    """W = alpha_c * where(w' >= 0, +1, -1): entries exactly +alpha_c or -alpha_c (alpha_c > 0)."""
+    w = m.latent_weight()
+    a = m.alpha(w)
+    return (a.reshape((-1,) + (1,) * (w.dim() - 1)) * _pm1(w)).contiguous()
+
+
+def export_ready(model: nn.Module) -> nn.Module:
+    """A deploy copy (eval mode) for torch.export / ONNX: every BinaryConv2d / BinaryLinear becomes
+    DeployBinaryConv2d / DeployBinaryLinear computing ``F.conv2d(torch.sign(x), W_const, bias_const, ...)``
+    (or ``F.linear``), W_const a buffer whose entries are exactly +alpha_c or -alpha_c per output channel
+    (the trained binary weight at the layer's current tau, zeros of w' mapped to +alpha_c). The exported
+    graph of such a layer is: sign -> conv (or linear) with two-valued weights -> bias. ``model`` itself is
+    left unchanged."""
+    dep = copy.deepcopy(model).eval()
+    for name, m in list(dep.named_modules()):
+        if not isinstance(m, _BINARY):
+            continue
+        W = _materialise(m)
+        tau = float(m.tau) if m.method == "recu" else None
+        if isinstance(m, BinaryConv2d):
+            new = DeployBinaryConv2d(W, m.bias, m.stride, m.padding, m.dilation, m.groups, m.method, tau)
+        else:
+            new = DeployBinaryLinear(W, m.bias, m.method, tau)
+        if name:
+            _set_submodule(dep, name, new)
+        else:
+            dep = new
+    return dep.eval()
+
+
+def binary_layers(model: nn.Module) -> list:
+    """The binary layers of a training model (BinaryConv2d / BinaryLinear) or of its export_ready() copy,
+    in module order: a list of dicts {name, kind ("conv2d" | "linear"), method, tau (None for ste),
+    alpha (float32 numpy array, one scale per output channel)}."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, _BINARY):
+            with torch.no_grad():
+                a = m.alpha()
+            kind = "conv2d" if isinstance(m, BinaryConv2d) else "linear"
+            tau = float(m.tau) if m.method == "recu" else None
+        elif isinstance(m, (DeployBinaryConv2d, DeployBinaryLinear)):
+            a = m.weight.abs().reshape(m.weight.shape[0], -1)[:, 0]  # |W| is alpha_c throughout row c
+            kind = "conv2d" if isinstance(m, DeployBinaryConv2d) else "linear"
+            tau = m.tau
+        else:
+            continue
+        out.append({"name": name, "kind": kind, "method": m.method, "tau": tau,
+                    "alpha": a.detach().cpu().numpy().astype(np.float32)})
+    return out
