@@ -49,6 +49,20 @@ def load_calibration(path, input_shape, n_default: int = 32):
     return x.astype(np.float32), str(path)
 
 
+def layer_formats(g, weights: str, overrides: dict) -> dict:
+    """Weight format per conv / dense layer: ``weights`` for all but the first and last (int8 by default),
+    then the per-layer overrides (which may set the first and last too)."""
+    layers = [n.name for n in g.nodes if n.op in ("conv2d", "dense")]
+    out = {name: "int8" for name in layers}
+    if weights.startswith("exp"):
+        out.update({name: weights for name in layers[1:-1]})
+    for name, fmt in overrides.items():
+        if name not in out:
+            raise EdgepackError(f"--layer-weights {name}: no such conv or dense layer; layers: {', '.join(layers)}")
+        out[name] = fmt
+    return out
+
+
 def compile_check(out: Path, board: dict) -> dict:
     """Compile every generated source with -Werror for the host and measure the object sizes."""
     obj = out / "host" / "obj"
@@ -84,7 +98,7 @@ def compile_check(out: Path, board: dict) -> dict:
 
 
 def build(model_path, board_name: str = "host", out=None, calib=None, input_shape=None,
-          command: str | None = None, weights: str = "int8") -> dict:
+          command: str | None = None, weights: str = "int8", layer_weights: dict | None = None) -> dict:
     from .compress.quantize import quantize
     from .frontend import load_model
 
@@ -95,8 +109,12 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     command = command or f"edgepack build {model_path} --board {board_name} -o {out}"
     timings = {}
 
-    if weights not in ("int8", "binary"):
-        raise EdgepackError(f"--weights {weights}: unknown weight format; choose int8 or binary")
+    formats = ("int8", "binary") + tuple(f"exp{b}" for b in range(2, 7))
+    if weights not in formats:
+        raise EdgepackError(f"--weights {weights}: unknown weight format; choose one of {', '.join(formats)}")
+    for name, fmt in (layer_weights or {}).items():
+        if fmt not in formats or fmt == "binary":
+            raise EdgepackError(f"--layer-weights {name}={fmt}: per-layer format must be int8 or exp2..exp6")
     t = time.time()
     g = load_model(model_path, input_shape=input_shape)
     timings["import"] = time.time() - t
@@ -108,8 +126,9 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     g.meta.setdefault("name", model_path.stem)
     x_cal, cal_source = load_calibration(calib, in_shape)
 
+    weight_formats = layer_formats(g, weights, layer_weights or {})
     t = time.time()
-    q = quantize(g, x_cal)
+    q = quantize(g, x_cal, weight_formats=weight_formats)
     q.meta["quantization"]["calibration_source"] = cal_source
     q.meta["quantization"]["weights_option"] = weights
     q.meta["quantization"]["binarized_post_training"] = binarized
@@ -169,7 +188,8 @@ def _swap_in(tmp: Path, out: Path):
         os.rename(tmp, out)
 
 
-WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8")
+WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp",
+                "dwconv2d_exp", "dense_exp")
 
 
 def _macs(q, n):
@@ -178,6 +198,8 @@ def _macs(q, n):
     if n.op == "conv2d_s8":
         o, kh, kw, ci = t[n.inputs[1]].shape
         return int(np.prod(y)) * kh * kw * ci
+    if n.op in ("conv2d_exp", "dwconv2d_exp", "dense_exp"):
+        return int(np.prod(y)) * int(np.prod(n.attrs["wshape"][1:]))
     if n.op in ("bconv2d_b1", "bconv2d_b1_s8"):  # binary multiply-accumulates (XNOR-popcount)
         o, kh, kw, _ = t[n.inputs[1]].shape
         return int(np.prod(y[:3])) * o * kh * kw * n.attrs["channels"]
@@ -187,6 +209,16 @@ def _macs(q, n):
     if n.op == "dense_s8":
         return int(np.prod(t[n.inputs[1]].shape))
     return 0
+
+
+def _weight_count(n, w) -> int:
+    if w is None:
+        return 0
+    if "wshape" in n.attrs:  # exponent codes
+        return int(np.prod(n.attrs["wshape"]))
+    if "channels" in n.attrs and n.op.startswith("bconv"):  # packed bits
+        return int(np.prod(w.shape[:-1])) * n.attrs["channels"]
+    return int(w.data.size)
 
 
 def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dict:
@@ -199,8 +231,9 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
         w = q.tensors[n.inputs[1]] if n.op in WEIGHTED_OPS else None
         fmt = None
         if w is not None:
-            fmt = ("binary (1 bit, per-channel scale)" if n.attrs.get("weight_format") == "binary"
-                   else "int8 per-channel")
+            wf = n.attrs.get("weight_format", "int8")
+            fmt = {"binary": "binary (1 bit, per-channel scale)", "int8": "int8 per-channel"}.get(
+                wf, f"{wf} (sign x 2^-e x per-channel scale)")
         layers.append({
             "name": n.name, "op": n.op, "kernel": by_name[n.name]["kernel"],
             "weight_format": fmt,
@@ -209,9 +242,8 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
             "weight_shape": list(w.shape) if w is not None else None,
             "macs": _macs(q, n),
             "weight_bytes": int(w.data.nbytes) if w is not None else 0,
-            "packed_bytes": int(w.data.nbytes) if fmt and fmt.startswith("binary") else None,
-            "weight_count": int(np.prod(w.shape[:-1]) * n.attrs["channels"]) if fmt and fmt.startswith("binary")
-            else (int(w.data.size) if w is not None else 0),
+            "packed_bytes": int(w.data.nbytes) if fmt and not fmt.startswith("int8") else None,
+            "weight_count": _weight_count(n, w),
             "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),
             "output_storage": by_name[n.name]["output_storage"],
             "arena_offset": by_name[n.name]["arena_offset"],

@@ -16,11 +16,22 @@ def _shape(s: str):
         raise argparse.ArgumentTypeError(f"expected a shape like 1,1,28,28, got {s!r}")
 
 
+def _layer_formats(s: str) -> dict:
+    out = {}
+    for item in filter(None, s.split(",")):
+        name, sep, fmt = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected NAME=FORMAT, got {item!r}")
+        out[name.strip()] = fmt.strip()
+    return out
+
+
 def cmd_build(a):
     from .build import build
 
     cmd = "edgepack " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
-    r = build(a.model, a.board, a.output, a.calib, a.input_shape, command=cmd, weights=a.weights)
+    r = build(a.model, a.board, a.output, a.calib, a.input_shape, command=cmd, weights=a.weights,
+              layer_weights=a.layer_weights)
     out = a.output or f"{Path(a.model).stem}_{a.board}"
     print(f"built {out}: {len(r['layers'])} layers, {r['macs']} MACs, weights {r['weights_bytes']} B, "
           f"flash {r['flash_bytes']} B, arena {r['arena_bytes']} B (liveness bound "
@@ -84,9 +95,12 @@ def parser():
     b.add_argument("-o", "--output", help="output folder (default: <model>_<board>)")
     b.add_argument("--calib", help=".npy float batch in the model's input layout, for calibration")
     b.add_argument("--input-shape", type=_shape, help="input shape, e.g. 1,1,28,28 (for .pt files)")
-    b.add_argument("--weights", default="int8", choices=["int8", "binary"],
+    b.add_argument("--weights", default="int8", choices=["int8", "binary"] + [f"exp{b}" for b in range(2, 7)],
                    help="int8 (default); binary: binarize every conv/dense but the first and last after "
-                        "training (for sizing and timing; layers trained with ReCU keep their weights)")
+                        "training (for sizing and timing; layers trained with ReCU keep their weights); expN: "
+                        "exponent codes of N bits (sign x 2^-e x scale) for all but the first and last layer")
+    b.add_argument("--layer-weights", type=_layer_formats, default={},
+                   help="per-layer override, e.g. conv2d_3=int8,linear=exp6 (mixed precision)")
     b.set_defaults(func=cmd_build)
     r = sub.add_parser("run", help="run a built model")
     r.add_argument("out", help="the output folder of edgepack build")

@@ -173,8 +173,36 @@ def _lower_binary(g, q, n, x, packed, qp, add_act, fuse_output):
         q.add_node("reshape", n.name + "_flat", [y], [final], shape=tuple(fshape))
 
 
-def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True) -> Graph:
-    """Quantize a float-dialect graph with a calibration batch (NCHW float32) into the integer dialect."""
+def _exp_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
+    """Exponent-code a layer (weights in kernel order, output channel first): (codes packed, bias, mult,
+    shift, top, scales, levels). The int32 accumulator bound (pack.expcodes.accumulator_bound) must hold:
+    the window of exponents shrinks from 2^(bits-1)-1 levels until it does; a layer for which even one
+    level overflows is refused with the numbers."""
+    from ..pack import expcodes
+    from .expdisc import exp_discretize
+
+    full = (1 << (bits - 1)) - 1
+    for levels in range(full, 0, -1):
+        codes, scale = exp_discretize(w_ohwi, bits, per_channel=per_channel, max_levels=levels)
+        m = codes.astype(np.int64) & full
+        top = int(m.max() - 1) if m.max() > 0 else 0
+        w_int = expcodes.decode(codes, bits, top)
+        real = in_scale * np.asarray(scale, np.float64) * 2.0 ** -top
+        bias = np.clip(np.round(b / real), -(2**31), 2**31 - 1).astype(np.int64)
+        bound = expcodes.accumulator_bound(w_int, bias)
+        if bound < 2**31:
+            ms = [quantize_multiplier(float(r / out_scale)) for r in real]
+            return (expcodes.pack(codes, bits), bias.astype(np.int32), np.array([x for x, _ in ms], np.int32),
+                    np.array([x for _, x in ms], np.int32), top, np.asarray(scale), levels)
+    raise EdgepackError(f"node '{n.name}': exp{bits} weights would overflow the int32 accumulator even with one "
+                        f"exponent level (worst case {bound} >= 2^31 for K = {w_ohwi[0].size}); use int8 for it")
+
+
+def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_formats: dict | None = None) -> Graph:
+    """Quantize a float-dialect graph with a calibration batch (NCHW float32) into the integer dialect.
+
+    ``weight_formats`` maps layer names to "int8" (default) or "exp2".."exp6" (exponent codes)."""
+    weight_formats = weight_formats or {}
     ranges = calibration_ranges(g, calib)
     q = Graph()
     q.meta = dict(g.meta)
@@ -273,6 +301,16 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True) -> Graph:
                     raise EdgepackError(f"node '{n.name}': grouped convolution with groups={grp} is not "
                                         "supported (only groups=1 and depthwise)")
             pre = n.name
+            fmt = weight_formats.get(n.name, "int8")
+            if fmt.startswith("exp"):
+                bits = int(fmt[3:])
+                wf = w if op == "dense_s8" else (w.transpose(0, 2, 3, 1) if op == "conv2d_s8" else w[:, 0])
+                codes, bq, mult, shift, top, ws, levels = _exp_layer(n, wf, b, iq.scale, oq.scale, bits,
+                                                                     per_channel)
+                op = op.replace("_s8", "_exp")
+                wk = codes
+                attrs.update(bits=bits, top=top, wshape=tuple(wf.shape), exp_levels=levels, w_scale=ws.tolist(),
+                             weight_format=fmt)
             ins = [x, q.add_const(f"{pre}_w", np.ascontiguousarray(wk)), q.add_const(f"{pre}_bias", bq),
                    q.add_const(f"{pre}_mult", mult), q.add_const(f"{pre}_shift", shift)]
             q.tensors[f"{pre}_w"].quant = QParams(ws, 0, 0)

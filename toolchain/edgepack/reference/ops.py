@@ -114,3 +114,7 @@ OPS = {f.__name__: f for f in (conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avg
 from .ops_binary import OPS as _BINARY_OPS  # noqa: E402
 
 OPS.update(_BINARY_OPS)
+
+from .ops_exp import OPS as _EXP_OPS  # noqa: E402
+
+OPS.update(_EXP_OPS)
