@@ -242,6 +242,8 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
             "weight_shape": list(w.shape) if w is not None else None,
             "macs": _macs(q, n),
             "weight_bytes": int(w.data.nbytes) if w is not None else 0,
+            "weight_bytes_in_elf": (elf or {}).get("symbols", {}).get(facts["const_symbols"].get(w.name))
+            if w is not None else None,
             "packed_bytes": int(w.data.nbytes) if fmt and not fmt.startswith("int8") else None,
             "weight_count": _weight_count(n, w),
             "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),

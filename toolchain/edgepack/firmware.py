@@ -100,6 +100,18 @@ def elf_sizes(out: Path, board: dict) -> dict:
     return {"flash_bytes": flash, "ram_bytes": ram, "sections": secs}
 
 
+def symbol_sizes(out: Path, board: dict) -> dict:
+    """Sizes of the const data symbols (ep_c_*) in firmware.elf, read with the board's nm."""
+    nm = board.get("toolchain_prefix", "") + "nm"
+    r = subprocess.run([nm, "-S", str(out / "firmware.elf")], capture_output=True, text=True)
+    sizes = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3].startswith("ep_c_"):
+            sizes[parts[3]] = int(parts[1], 16)
+    return sizes
+
+
 def build(out: Path, board: dict, facts: dict) -> dict:
     """Cross-compile OUT/firmware.elf with the board's toolchain; return sizes read from the ELF."""
     arch = board.get("arch")
@@ -120,7 +132,9 @@ def build(out: Path, board: dict, facts: dict) -> dict:
                 f"{limit} (weights and constants {facts['const_bytes']} bytes, arena {facts['arena_bytes']} bytes)")
         first = next((ln for ln in msg.splitlines() if "error" in ln.lower()), msg.strip()[:200])
         raise EdgepackError(f"firmware build for {board['name']} failed: {first}")
-    return elf_sizes(out, board)
+    sizes = elf_sizes(out, board)
+    sizes["symbols"] = symbol_sizes(out, board)
+    return sizes
 
 
 def check_constants_fit(board: dict, const_bytes: int):

@@ -176,4 +176,5 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
         "buffers": [{"tensors": b.tensors, "offset": b.offset, "bytes": b.size, "first_op": b.first,
                      "last_op": b.last} for b in mp.buffers.values()],
         "sources_sha256": hashlib.sha256(model_c.encode()).hexdigest(),
+        "const_symbols": consts,
     }
