@@ -113,3 +113,10 @@ def test_exp4_on_boards_and_half_the_bytes_in_the_elf(net, board):
             assert l4["weight_bytes_in_elf"] == o * ((k * 4 + 7) // 8)  # measured from the ELF's symbol
             assert l8["weight_bytes_in_elf"] == o * k
             assert l4["weight_bytes_in_elf"] * 2 <= l8["weight_bytes_in_elf"] + o
+
+
+def test_per_layer_scale_option(net):
+    d, p, x = net
+    r = build(p, "host", d / "perlayer", calib=d / "calib.npy", weights="exp3", per_channel=False)
+    assert r["quantization"]["weight_scale"] == "per-layer"
+    assert np.array_equal(run(d / "perlayer", x, on="host")[1], run(d / "perlayer", x, on="reference")[1])

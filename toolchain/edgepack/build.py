@@ -98,7 +98,8 @@ def compile_check(out: Path, board: dict) -> dict:
 
 
 def build(model_path, board_name: str = "host", out=None, calib=None, input_shape=None,
-          command: str | None = None, weights: str = "int8", layer_weights: dict | None = None) -> dict:
+          command: str | None = None, weights: str = "int8", layer_weights: dict | None = None,
+          per_channel: bool = True) -> dict:
     from .compress.quantize import quantize
     from .frontend import load_model
 
@@ -128,9 +129,11 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
 
     weight_formats = layer_formats(g, weights, layer_weights or {})
     t = time.time()
-    q = quantize(g, x_cal, weight_formats=weight_formats)
+    q = quantize(g, x_cal, per_channel=per_channel, weight_formats=weight_formats)
     q.meta["quantization"]["calibration_source"] = cal_source
     q.meta["quantization"]["weights_option"] = weights
+    q.meta["quantization"]["weight_scale"] = "per-channel" if per_channel else "per-layer"
+    q.meta["quantization"]["layer_weight_formats"] = weight_formats
     q.meta["quantization"]["binarized_post_training"] = binarized
     timings["quantize"] = time.time() - t
     check_constants_fit(board, sum(int(t.data.nbytes) for t in q.tensors.values() if t.data is not None))

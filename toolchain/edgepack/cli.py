@@ -31,7 +31,7 @@ def cmd_build(a):
 
     cmd = "edgepack " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
     r = build(a.model, a.board, a.output, a.calib, a.input_shape, command=cmd, weights=a.weights,
-              layer_weights=a.layer_weights)
+              layer_weights=a.layer_weights, per_channel=a.scale == "per-channel")
     out = a.output or f"{Path(a.model).stem}_{a.board}"
     print(f"built {out}: {len(r['layers'])} layers, {r['macs']} MACs, weights {r['weights_bytes']} B, "
           f"flash {r['flash_bytes']} B, arena {r['arena_bytes']} B (liveness bound "
@@ -99,6 +99,8 @@ def parser():
                    help="int8 (default); binary: binarize every conv/dense but the first and last after "
                         "training (for sizing and timing; layers trained with ReCU keep their weights); expN: "
                         "exponent codes of N bits (sign x 2^-e x scale) for all but the first and last layer")
+    b.add_argument("--scale", default="per-channel", choices=["per-channel", "per-layer"],
+                   help="weight scale granularity (int8 and expN weights)")
     b.add_argument("--layer-weights", type=_layer_formats, default={},
                    help="per-layer override, e.g. conv2d_3=int8,linear=exp6 (mixed precision)")
     b.set_defaults(func=cmd_build)
