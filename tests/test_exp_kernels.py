@@ -79,20 +79,10 @@ def layer_graph(op, rng, x_shape, wshape, bits, top_max, attrs, strategy, bias_b
 
 
 def check(g, seed, tmp_path_factory, n=3):
-    folder = tmp_path_factory.mktemp("exp")
-    emit(g, get_board("host"), folder, "pytest tests/test_exp_kernels.py")
-    m = Model(folder)
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-128, 128, (n,) + tuple(g.tensors[g.inputs[0]].shape[1:])).astype(np.int8)
-    x[0] = -128  # extremes
-    x[1] = 127
-    want = reference.run_raw(m, x)
-    got = host.run_raw(m, x)
-    assert got.shape == want.shape
-    bad = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
-    assert bad.size == 0, f"{bad.size} of {want.size} elements differ; first at {bad[:5]}: " \
-                          f"host {got.reshape(-1)[bad[:5]]} reference {want.reshape(-1)[bad[:5]]}\n{g}"
-    return want
+    """Host == reference on every element (the shared differential check of tests/test_ops_diff.py)."""
+    from test_ops_diff import check as diff_check
+
+    return diff_check((g, seed), tmp_path_factory, n=n)
 
 
 @st.composite

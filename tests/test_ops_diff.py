@@ -14,13 +14,13 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-def check(case, tmp_path_factory):
+def check(case, tmp_path_factory, n=4):
     g, seed = case
     folder = tmp_path_factory.mktemp("op")
     emit(g, get_board("host"), folder, "pytest tests/test_ops_diff.py")
     m = Model(folder)
     rng = np.random.default_rng(seed)
-    x = rng.integers(-128, 128, (4,) + tuple(g.tensors[g.inputs[0]].shape[1:])).astype(np.int8)
+    x = rng.integers(-128, 128, (n,) + tuple(g.tensors[g.inputs[0]].shape[1:])).astype(np.int8)
     x[0] = -128  # extremes
     x[1] = 127
     want = reference.run_raw(m, x)
@@ -29,6 +29,7 @@ def check(case, tmp_path_factory):
     bad = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
     assert bad.size == 0, f"{bad.size} of {want.size} elements differ; first at {bad[:5]}: " \
                           f"host {got.reshape(-1)[bad[:5]]} reference {want.reshape(-1)[bad[:5]]}\n{g}"
+    return want
 
 
 @SETTINGS
