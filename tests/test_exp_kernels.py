@@ -18,6 +18,7 @@ from edgepack.pack import expcodes
 from edgepack.reference.arith import quantize_multiplier
 from edgepack.runners import Model, emulator, host, reference
 from toolchains import require_board_tools
+from test_ops_diff import check as diff_check
 
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -80,8 +81,6 @@ def layer_graph(op, rng, x_shape, wshape, bits, top_max, attrs, strategy, bias_b
 
 def check(g, seed, tmp_path_factory, n=3):
     """Host == reference on every element (the shared differential check of tests/test_ops_diff.py)."""
-    from test_ops_diff import check as diff_check
-
     return diff_check((g, seed), tmp_path_factory, n=n)
 
 
