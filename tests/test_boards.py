@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,9 @@ from edgepack.build import build
 from edgepack.errors import EdgepackError
 from edgepack.runners import Model, emulator, reference, run
 from toolchains import require_board_tools
+from clitools import edgepack
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def edgepack(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edgepack", *map(str, args)], capture_output=True, text=True,
-                          env=env)
 
 
 def test_every_board_is_listed_with_its_numbers():

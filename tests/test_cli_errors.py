@@ -1,26 +1,11 @@
 """Bad input gets a one-line error and a non-zero exit, and an existing output folder stays as it was."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
-
-
-def edgepack(*args):
-    return subprocess.run([sys.executable, "-m", "edgepack", *map(str, args)], capture_output=True, text=True)
-
-
-def one_line_error(r, *words):
-    assert r.returncode != 0
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
+from clitools import edgepack, one_line_error
 
 
 @pytest.fixture(scope="module")

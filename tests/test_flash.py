@@ -2,7 +2,6 @@
 and the one-line errors for boards without a flasher, a missing pyOCD and no probe attached."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -13,25 +12,12 @@ from torch import nn
 from edgepack.errors import EdgepackError
 from edgepack.flash import flash
 from toolchains import require_board_tools
+from clitools import edgepack, one_line_error
 
-pyocd = pytest.importorskip("pyocd")
+import pyocd  # noqa: E402,F401  (a declared dependency: missing it must fail, not skip)
 from pyocd.core.exceptions import TargetSupportError  # noqa: E402
 from pyocd.core.helpers import ConnectHelper  # noqa: E402
 import pyocd.flash.file_programmer as file_programmer  # noqa: E402
-
-
-def edgepack(*args):
-    return subprocess.run([sys.executable, "-m", "edgepack", *map(str, args)], capture_output=True, text=True)
-
-
-def one_line_error(r, *words):
-    assert r.returncode != 0
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
