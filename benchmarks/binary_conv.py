@@ -21,11 +21,9 @@ popcount over several words, 32 channels per word, ~3.05M). Progress goes to std
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +31,12 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "toolchain")]
+sys.path[:0] = [str(ROOT / "toolchain"), str(ROOT / "benchmarks")]
 
-from edgepack.build import build  # noqa: E402
-from edgepack.runners import run  # noqa: E402
+from cortexm_layers import N_INPUTS, log  # noqa: E402
+from cortexm_layers import measure as layers_measure  # noqa: E402
 
 SHAPE = (1, 64, 16, 16)
-N_CALIB, N_INPUTS = 16, 2
 CMSIS_NN_INT8 = 16.6e6  # arm_convolve_s8 on this layer
 PLAIN_C_BINARY = 3.05e6  # plain-C XNOR-popcount (carry-save adder over several words, 32 channels per word)
 
@@ -65,43 +62,20 @@ MODELS = [
 ]
 
 
-def log(msg: str):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def measure(work: Path, board: str, key: str, make, kernel_ops, seed: int) -> dict:
-    torch.manual_seed(seed)
-    m = make().eval()
-    path = work / f"{key}.pt2"
-    torch.export.save(torch.export.export(m, (torch.zeros(SHAPE),)), path)
-    rng = np.random.default_rng(seed)
-    np.save(work / f"{key}-calib.npy", rng.standard_normal((N_CALIB,) + SHAPE[1:]).astype(np.float32))
-    out = work / f"out-{key}"
-    t = time.time()
-    rep = build(path, board, out, calib=work / f"{key}-calib.npy")
-    build_s = time.time() - t
-    x = rng.standard_normal((N_INPUTS,) + SHAPE[1:]).astype(np.float32)
-    stats = {}
-    t = time.time()
-    _, raw_emu = run(out, x, on="emulator", stats=stats)
-    emu_s = time.time() - t
-    _, raw_host = run(out, x, on="host")
-    layers = json.loads((out / "report.json").read_text())["layers"]
-    ops = [l["op"] for l in layers]
-    per_layer = stats["layer_instructions"].mean(axis=0)
+    """cortexm_layers.measure, plus the instructions of the layer's own kernel and of the binarize step."""
+    r = layers_measure(work, board, key, make, SHAPE, seed)
+    ops, per_layer = r["ops"], r["per_layer_mean"]
     kern = [i for i, op in enumerate(ops) if op in kernel_ops]
     if len(kern) != 1:
         raise RuntimeError(f"{key}: expected one {'/'.join(kernel_ops)} layer, the model has {ops}")
     k = kern[0]
     binarize = [i for i, op in enumerate(ops) if op == "binarize_s8"]
-    return {
-        "ops": ops, "instructions": int(np.rint(stats["instructions"].mean())),
-        "kernel": int(np.rint(per_layer[k])), "kernel_op": ops[k],
-        "binarize": int(np.rint(per_layer[binarize].sum())) if binarize else 0,
-        "weight_bytes": layers[k]["weight_bytes"], "flash_bytes": rep["flash_bytes"], "macs": rep["macs"],
-        "bit_exact": bool(raw_emu.shape == raw_host.shape and np.array_equal(raw_emu, raw_host)),
-        "build_s": build_s, "emu_s": emu_s,
-    }
+    return dict(r, kernel=int(np.rint(per_layer[k])), kernel_op=ops[k],
+                binarize=int(np.rint(per_layer[binarize].sum())) if binarize else 0,
+                weight_bytes=r["layer_weight_bytes"][k])
 
 
 def main(argv=None):

@@ -77,6 +77,7 @@ def measure(work: Path, board: str, key: str, make, shape, seed: int) -> dict:
         "flash_bytes": rep["flash_bytes"], "weight_bytes": sum(layers[i]["weight_bytes"] for i in weighted),
         "macs": rep["macs"], "bit_exact": bool(raw_emu.shape == raw_host.shape and np.array_equal(raw_emu, raw_host)),
         "build_s": build_s, "emu_s": emu_s,
+        "per_layer_mean": per_layer.mean(axis=0), "layer_weight_bytes": [l["weight_bytes"] for l in layers],
     }
 
 

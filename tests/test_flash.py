@@ -14,7 +14,6 @@ from edgepack.flash import flash
 from toolchains import require_board_tools
 from clitools import edgepack, one_line_error
 
-import pyocd  # noqa: E402,F401  (a declared dependency: missing it must fail, not skip)
 from pyocd.core.exceptions import TargetSupportError  # noqa: E402
 from pyocd.core.helpers import ConnectHelper  # noqa: E402
 import pyocd.flash.file_programmer as file_programmer  # noqa: E402
