@@ -286,7 +286,7 @@ def report_md(r: dict) -> str:
              f"`{r['command']}`", "",
              "| what | value |", "|---|---|"]
     for k in ("flash_bytes", "ram_bytes", "weights_bytes", "arena_bytes", "liveness_bound_bytes",
-              "activations_total_bytes", "arena_over_bound", "macs"):
+              "activations_total_bytes", "arena_over_bound", "macs", "float_parameters"):
         lines.append(f"| {k} | {r[k]} |")
     lines.append(f"| build seconds | {r.get('build_seconds', {}).get('total', '')} |")
     lines += ["", "| # | layer | op | kernel | output | MACs | weight bytes | arena offset |",

@@ -68,6 +68,24 @@ def cmd_run(a):
             print(f"  {name:32s} {v:12.0f}")
 
 
+def cmd_prune(a):
+    from .compress.prune_taylor import prune_file
+
+    cmd = "edgepack " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["prune"] else None
+    if a.target_macs is None and a.target_params is None:
+        raise EdgepackError("give --target-macs and / or --target-params (fractions of the original, e.g. 0.6)")
+    r = prune_file(a.model, a.data, a.output, a.target_macs, a.target_params, val=a.val, holdout=a.holdout,
+                   input_shape=a.input_shape, command=cmd, criterion=a.criterion, per_step=a.per_step,
+                   step_batches=a.step_batches, batch=a.batch, lr=a.lr, finetune_epochs=a.finetune_epochs,
+                   seed=a.seed)
+    acc = (f"; validation accuracy {r['val_acc_before']:.4f} -> {r['val_acc_after']:.4f}"
+           if r["val_acc_before"] is not None else "")
+    print(f"pruned {a.model} -> {a.output}: MACs {r['macs_before']} -> {r['macs']} "
+          f"({100 * r['macs_fraction']:.1f} %), parameters {r['params_before']} -> {r['params']} "
+          f"({100 * r['params_fraction']:.1f} %), {r['steps']} steps{acc}, {r['seconds']} s; "
+          f"details in {a.output}.json")
+
+
 def cmd_flash(a):
     from .flash import flash
 
@@ -111,6 +129,27 @@ def parser():
     r.add_argument("--raw", help="write raw int8 outputs before dequantization (.npy)")
     r.add_argument("--on", default="host", help="reference | host | emulator")
     r.set_defaults(func=cmd_run)
+    pr = sub.add_parser("prune", help="Taylor-prune filters (structured), fine-tune, write a smaller model")
+    pr.add_argument("model", help=".pt2, .pt or .onnx (no Python class needed)")
+    pr.add_argument("--data", required=True, help=".npz with arrays x (inputs in the model's layout) and y "
+                    "(integer labels): training data for scoring and fine-tuning")
+    pr.add_argument("-o", "--output", required=True, help="pruned model, .pt2 or .onnx")
+    pr.add_argument("--target-macs", type=float, help="stop when MACs <= this fraction of the original")
+    pr.add_argument("--target-params", type=float, help="stop when parameters <= this fraction of the original")
+    pr.add_argument("--criterion", default="taylor", choices=["taylor", "taylor2", "magnitude"],
+                    help="taylor: first-order Taylor on gates (default); taylor2: second order; magnitude: "
+                         "filter weight norm (baseline)")
+    pr.add_argument("--val", help=".npz with x, y for validation (default: hold out --holdout of --data)")
+    pr.add_argument("--holdout", type=float, default=0.1, help="fraction of --data held out for validation "
+                    "when --val is not given (0: none)")
+    pr.add_argument("--per-step", type=int, help="channels removed per step (default 3%% of the prunable ones)")
+    pr.add_argument("--step-batches", type=int, default=20, help="fine-tuning minibatches per step")
+    pr.add_argument("--finetune-epochs", type=float, default=1.0, help="fine-tuning after the last step")
+    pr.add_argument("--batch", type=int, default=64)
+    pr.add_argument("--lr", type=float, default=1e-3)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--input-shape", type=_shape, help="input shape, e.g. 1,1,28,28 (for .pt files)")
+    pr.set_defaults(func=cmd_prune)
     f = sub.add_parser("flash", help="program a real board (pyOCD, Cortex-M)")
     f.add_argument("out", help="the output folder of edgepack build (for a board with a flasher)")
     f.add_argument("--probe", metavar="UID", help="debug probe unique ID (pyocd list); needed with several probes")

@@ -22,11 +22,12 @@ from ..graph import Graph, fold_batchnorm, infer_shapes
 __all__ = ["load_model", "finish_graph"]
 
 
-def load_model(path, input_shape=None) -> Graph:
+def load_model(path, input_shape=None, fold_bn: bool = True) -> Graph:
     """Import a model file (.onnx, .pt2, .pt) into a float-dialect graph with batch 1.
 
     ``input_shape`` (a tuple, NCHW or (N, F)) is needed only where the file carries no shapes (TorchScript,
-    pickled nn.Module); where given for other formats it fills in dynamic dimensions.
+    pickled nn.Module); where given for other formats it fills in dynamic dimensions. ``fold_bn=False`` keeps
+    batchnorm nodes (for training-time tools such as pruning, which fine-tune the batchnorm parameters).
     """
     path = Path(path)
     if not path.is_file():
@@ -43,13 +44,13 @@ def load_model(path, input_shape=None) -> Graph:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         from .onnx_frontend import load_onnx
-        g, fmt = load_onnx(path, input_shape), "onnx"
+        g, fmt = load_onnx(path, input_shape, fold_bn), "onnx"
     elif suffix == ".pt2":
         from .torch_frontend import load_pt2
-        g, fmt = load_pt2(path, input_shape), "pt2"
+        g, fmt = load_pt2(path, input_shape, fold_bn), "pt2"
     elif suffix in (".pt", ".pth"):
         from .torch_frontend import load_pt
-        g, fmt = load_pt(path, input_shape)
+        g, fmt = load_pt(path, input_shape, fold_bn)
     else:
         raise EdgepackError(f"{path}: unknown model format '{suffix}'; expected .onnx, .pt2 (torch.export.save) "
                             "or .pt (TorchScript or pickled nn.Module)")
@@ -59,8 +60,9 @@ def load_model(path, input_shape=None) -> Graph:
 
 
 # ---- shared clean-up -------------------------------------------------------------------------------------
-def finish_graph(g: Graph, source: str) -> Graph:
-    """Turn a raw frontend graph into a clean float-dialect graph (see the module docstring)."""
+def finish_graph(g: Graph, source: str, fold_bn: bool = True) -> Graph:
+    """Turn a raw frontend graph into a clean float-dialect graph (see the module docstring); batchnorms are
+    folded into the conv/dense before them unless ``fold_bn`` is False."""
     if len(g.inputs) != 1:
         raise EdgepackError(f"{source}: the model has {len(g.inputs)} inputs; edgepack supports exactly one")
     if len(g.outputs) != 1:
@@ -82,7 +84,8 @@ def finish_graph(g: Graph, source: str) -> Graph:
                                     f"{n.attrs['group']} is not supported; only group=1 or depthwise "
                                     f"(group = input channels)")
     infer_shapes(g, source=source)
-    fold_batchnorm(g, source=source)
+    if fold_bn:
+        fold_batchnorm(g, source=source)
     if _simplify_reshapes(g):
         infer_shapes(g, source=source)
     if not g.nodes:

@@ -25,7 +25,7 @@ SUPPORTED = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Co
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 
 
-def load_onnx(path: Path, input_shape=None) -> Graph:
+def load_onnx(path: Path, input_shape=None, fold_bn: bool = True) -> Graph:
     """Read an ONNX file and return the finished float-dialect graph."""
     import onnx
 
@@ -34,7 +34,7 @@ def load_onnx(path: Path, input_shape=None) -> Graph:
     except Exception as e:  # protobuf DecodeError, OSError, missing external data ...
         raise EdgepackError(f"{path}: not a valid ONNX model ({short_reason(e)})") from None
     _check_structure(model, path)
-    return _Importer(model, path, input_shape).run()
+    return _Importer(model, path, input_shape).run(fold_bn)
 
 
 def _check_structure(model, path):
@@ -191,7 +191,7 @@ class _Importer:
         return g.output[0].name
 
     # ---- main loop -------------------------------------------------------------------------------------
-    def run(self) -> Graph:
+    def run(self, fold_bn: bool = True) -> Graph:
         out_name = self.setup_input()
         for i, node in enumerate(self.model.graph.node):
             if not node.name:
@@ -215,7 +215,7 @@ class _Importer:
         if out not in self.g.tensors:
             raise EdgepackError(f"{self.src}: the model output '{out_name}' is not produced by any node")
         self.g.outputs = [out]
-        return finish_graph(self.g, self.src)
+        return finish_graph(self.g, self.src, fold_bn)
 
     def unsupported(self, node):
         op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"

@@ -62,7 +62,7 @@ def _import_torch(path):
     return torch
 
 
-def load_pt2(path: Path, input_shape=None) -> Graph:
+def load_pt2(path: Path, input_shape=None, fold_bn: bool = True) -> Graph:
     """Read a torch.export.save archive."""
     torch = _import_torch(path)
     try:
@@ -70,10 +70,10 @@ def load_pt2(path: Path, input_shape=None) -> Graph:
             ep = torch.export.load(str(path))
     except Exception as e:
         raise EdgepackError(f"{path}: not a valid torch.export (.pt2) file ({_torch_reason(e)})") from None
-    return _Walker(ep, str(path), input_shape).run()
+    return _Walker(ep, str(path), input_shape).run(fold_bn)
 
 
-def load_pt(path: Path, input_shape=None):
+def load_pt(path: Path, input_shape=None, fold_bn: bool = True):
     """Read a TorchScript file or a pickled nn.Module; returns (graph, format)."""
     torch = _import_torch(path)
     try:
@@ -82,7 +82,7 @@ def load_pt(path: Path, input_shape=None):
     except Exception:
         sm = None
     if sm is not None:
-        return _from_torchscript(torch, sm, path, input_shape), "torchscript"
+        return _from_torchscript(torch, sm, path, input_shape, fold_bn), "torchscript"
     try:
         with _quiet():
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
@@ -93,7 +93,7 @@ def load_pt(path: Path, input_shape=None):
     except Exception as e:
         raise EdgepackError(f"{path}: not a valid PyTorch file ({_torch_reason(e)})") from None
     if isinstance(obj, torch.jit.ScriptModule):
-        return _from_torchscript(torch, obj, path, input_shape), "torchscript"
+        return _from_torchscript(torch, obj, path, input_shape, fold_bn), "torchscript"
     if not isinstance(obj, torch.nn.Module):
         what = "a state_dict" if isinstance(obj, dict) else f"a {type(obj).__name__}"
         raise EdgepackError(f"{path}: the file holds {what}, not a model; save the nn.Module itself "
@@ -107,10 +107,10 @@ def load_pt(path: Path, input_shape=None):
     except Exception as e:
         raise EdgepackError(f"{path}: torch.export failed on the model at input shape {input_shape} "
                             f"({_torch_reason(e)})") from None
-    return _Walker(ep, str(path), input_shape).run(), "nn.Module"
+    return _Walker(ep, str(path), input_shape).run(fold_bn), "nn.Module"
 
 
-def _from_torchscript(torch, sm, path, input_shape) -> Graph:
+def _from_torchscript(torch, sm, path, input_shape, fold_bn=True) -> Graph:
     if input_shape is None:
         raise EdgepackError(f"{path}: a TorchScript file carries no input shape; pass --input-shape "
                             "(e.g. 1,3,32,32)")
@@ -123,7 +123,7 @@ def _from_torchscript(torch, sm, path, input_shape) -> Graph:
         first = e
         ep = None
     if ep is not None:
-        return _Walker(ep, str(path), input_shape).run()
+        return _Walker(ep, str(path), input_shape).run(fold_bn)
     # fallback: the TorchScript ONNX exporter, then the ONNX importer
     from .onnx_frontend import load_onnx
     with tempfile.TemporaryDirectory() as d:
@@ -133,7 +133,7 @@ def _from_torchscript(torch, sm, path, input_shape) -> Graph:
                 torch.onnx.export(sm, (torch.zeros(input_shape),), str(tmp), dynamo=False)
         except Exception:
             raise EdgepackError(f"{path}: cannot convert the TorchScript module ({_torch_reason(first)})") from None
-        g = load_onnx(tmp, input_shape)
+        g = load_onnx(tmp, input_shape, fold_bn)
     return g
 
 
@@ -280,7 +280,7 @@ class _Walker:
             raise EdgepackError(f"{self.src}: cannot specialise the program to input shape {tuple(shape)} "
                                 f"({_torch_reason(e)})") from None
 
-    def run(self) -> Graph:
+    def run(self, fold_bn: bool = True) -> Graph:
         self._make_static()
         sig = self.ep.graph_signature
         consts = {}
@@ -319,7 +319,7 @@ class _Walker:
         if not isinstance(v, _Act):
             raise EdgepackError(f"{self.src}: the model output is not a tensor computed from the input")
         self.g.outputs = [str(v)]
-        return finish_graph(self.g, self.src)
+        return finish_graph(self.g, self.src, fold_bn)
 
     def placeholder(self, node, n_inputs):
         if n_inputs != 1:

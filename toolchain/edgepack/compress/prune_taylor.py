@@ -1,0 +1,553 @@
+"""Taylor pruning: structured filter pruning by the Taylor estimate of each filter's contribution to the loss.
+
+Paper: P. Molchanov, A. Mallya, S. Tyree, I. Frosio, J. Kautz, "Importance Estimation for Neural Network
+Pruning", CVPR 2019 (official code: github.com/NVlabs/Taylor_pruning).
+
+Gates. A gate z (a vector of ones, one entry per channel) multiplies the output of every batchnorm that follows
+a conv / dense layer (the paper's "gate after BN"; a layer without a batchnorm is gated at its own output).
+Setting z_m = 0 removes filter m. With L the mean cross-entropy of a minibatch and g_m = dL/dz_m:
+
+* first order (``criterion="taylor"``, the paper's Taylor FO on gates):
+      I1_m = (g_m * z_m)^2 = g_m^2
+* second order (``criterion="taylor2"``, the paper's Taylor SO; the loss change of removing filter m to second
+  order is -g_m z_m + 1/2 z_m H_mm z_m):
+      I2_m = (-g_m * z_m + 1/2 * z_m^2 * H_mm)^2 = (-g_m + 1/2 H_mm)^2,   H_mm = d^2 L / d z_m^2
+  H_mm is computed exactly (double back-propagation, one pass per gate entry), as the official code does, on
+  the first ``so_batches`` minibatches of each step (it costs one backward pass per channel).
+
+Both are computed per minibatch and averaged over the minibatches since the last pruning step (the official
+``add_criteria`` / ``compute_saliency``). Coupled channels (:mod:`edgepack.compress.channel_groups`: residual
+adds, depthwise convs tied to their producer) form one group; a group's score for channel c is the *mean* of the
+scores of its gates at c (the official code divides the accumulated score of skip-connected gates by their
+number). Scores are ranked globally over all layers without per-layer normalisation, as the paper does (the
+scores estimate the same quantity, a loss change, in every layer); ``normalize="l2"`` divides each group's
+scores by their L2 norm (Molchanov et al., ICLR 2017) for comparison.
+
+Baseline (``criterion="magnitude"``): the squared L2 norm of the filter's weights (conv / dense rows of the
+group's producers, mean over producers), the paper's "weight magnitude" criterion.
+
+Iterative pruning (:func:`prune`): fine-tune for ``step_batches`` minibatches while accumulating the scores,
+remove the ``per_step`` lowest-scoring channels globally (never a group's last ``min_channels``), physically
+shrink the graph (:func:`~edgepack.compress.channel_groups.remove_channels`: new, smaller tensors), repeat until
+the MACs (and / or parameters) fall to the target fraction, then fine-tune ``finetune_epochs`` epochs.
+
+True importance (:func:`true_importance`, the paper's oracle): the increase of the held-out loss when a channel
+alone is removed (its gates set to zero), which :func:`spearman` compares with the estimates.
+
+Works on any model edgepack imports: a ``.pt2`` / ``.pt`` / ``.onnx`` file alone (no Python class needed), an
+``nn.Module`` (exported with torch.export), or a float-dialect graph; the model runs as a
+:class:`~edgepack.compress.torch_graph.TorchGraph` and is written back with
+:func:`~edgepack.compress.torch_graph.save_model`. The loss is cross-entropy on the model's logits (a final
+softmax is skipped), so the model must be a classifier with integer labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import EdgepackError
+from ..graph import Graph
+from .channel_groups import channel_groups, cost_model, graph_cost, remove_channels
+from .torch_graph import TorchGraph
+
+__all__ = ["CRITERIA", "PruneResult", "as_graph", "evaluate", "finetune", "gate_derivatives", "importance",
+           "load_npz", "magnitude_importance", "prune", "prune_file", "spearman", "taylor_importance",
+           "true_importance"]
+
+CRITERIA = ("taylor", "taylor2", "magnitude")
+
+
+# ---- inputs ---------------------------------------------------------------------------------------------
+def as_graph(model, input_shape=None) -> Graph:
+    """A float-dialect graph with batchnorms kept, from a model file path, an nn.Module (needs
+    ``input_shape``), a TorchGraph or a Graph (copied)."""
+    if isinstance(model, TorchGraph):
+        return model.to_graph()
+    if isinstance(model, Graph):
+        return copy.deepcopy(model)
+    if isinstance(model, nn.Module):
+        if input_shape is None:
+            raise EdgepackError("pruning an nn.Module needs input_shape (e.g. (1, 1, 28, 28))")
+        from ..frontend import finish_graph  # noqa: F401  (import order: frontend package first)
+        from ..frontend.torch_frontend import _Walker, _quiet
+        shape = (1,) + tuple(int(v) for v in input_shape)[1:]
+        with _quiet(), torch.no_grad():
+            ep = torch.export.export(copy.deepcopy(model).eval(), (torch.zeros(shape),))
+        return _Walker(ep, type(model).__name__, shape).run(fold_bn=False)
+    from ..frontend import load_model
+    return load_model(model, input_shape, fold_bn=False)
+
+
+def _tensors(x, y=None):
+    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if y is None:
+        return xt
+    yt = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(y).astype(np.int64))
+    if len(xt) != len(yt):
+        raise EdgepackError(f"data: {len(xt)} inputs but {len(yt)} labels")
+    return xt, yt
+
+
+def _batches(n, batch, gen):
+    perm = torch.randperm(n, generator=gen)
+    for i in range(0, n - batch + 1 if n >= batch else 1, batch):
+        yield perm[i:i + batch]
+
+
+def _loss(net, x, y):
+    return F.cross_entropy(net(x, logits=True), y)
+
+
+@torch.no_grad()
+def evaluate(net: TorchGraph, x, y, batch: int = 500) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``net`` in eval mode on (x, y)."""
+    xt, yt = _tensors(x, y)
+    was = net.training
+    net.eval()
+    loss = correct = 0.0
+    for i in range(0, len(xt), batch):
+        out = net(xt[i:i + batch], logits=True)
+        loss += float(F.cross_entropy(out, yt[i:i + batch], reduction="sum"))
+        correct += int((out.argmax(1) == yt[i:i + batch]).sum())
+    net.train(was)
+    return loss / len(xt), correct / len(xt)
+
+
+# ---- scores ---------------------------------------------------------------------------------------------
+def _gate_sizes(groups):
+    sizes = {}
+    for gr in groups:
+        for t in gr.gates:
+            sizes[t] = gr.size
+    return sizes
+
+
+class _Scores:
+    """Accumulates per-gate scores over minibatches (sum and count), then reduces per group."""
+
+    def __init__(self, groups):
+        self.groups = groups
+        self.sum = {t: np.zeros(n) for t, n in _gate_sizes(groups).items()}
+        self.count = 0
+
+    def add(self, per_gate: dict):
+        for t, v in per_gate.items():
+            self.sum[t] += v
+        self.count += 1
+
+    def by_group(self, normalize: str = "none") -> dict:
+        out = {}
+        for gr in self.groups:
+            s = np.mean([self.sum[t] for t in gr.gates], axis=0) / max(self.count, 1)
+            if normalize == "l2":
+                s = s / (np.linalg.norm(s) + 1e-12)
+            out[gr.id] = s
+        return out
+
+
+def gate_derivatives(net: TorchGraph, groups, x, y, order: int = 1):
+    """At unit gates z = 1 on every gate of ``groups``: (loss, {gate: dL/dz}, {gate: diag d2L/dz2} or None for
+    order 1). L is the minibatch's mean cross-entropy; the loss keeps its autograd graph (the caller may
+    back-propagate it into the weights). The Hessian diagonal is exact: one double-backward pass per entry."""
+    gates = {t: torch.ones(n, dtype=x.dtype, requires_grad=True) for t, n in _gate_sizes(groups).items()}
+    net.gates = gates
+    try:
+        loss = _loss(net, x, y)
+        names = list(gates)
+        grads = torch.autograd.grad(loss, [gates[t] for t in names], create_graph=(order == 2),
+                                    retain_graph=True)
+        first = {t: gr.detach().double() for t, gr in zip(names, grads)}
+        second = None
+        if order == 2:
+            second = {}
+            for t, gr in zip(names, grads):
+                h = torch.empty(len(gr), dtype=torch.float64)
+                for m in range(len(gr)):
+                    h[m] = torch.autograd.grad(gr[m], gates[t], retain_graph=True)[0][m].double()
+                second[t] = h
+    finally:
+        net.gates = {}
+    return loss, first, second
+
+
+def _gate_step(net, groups, x, y, order: int):
+    """One minibatch: (loss with its graph, per-gate scores I1 = g^2 or I2 = (-g + H/2)^2 as numpy arrays)."""
+    loss, g, h = gate_derivatives(net, groups, x, y, order)
+    if order == 1:
+        return loss, {t: (v ** 2).numpy() for t, v in g.items()}
+    return loss, {t: ((-v + 0.5 * h[t]) ** 2).numpy() for t, v in g.items()}
+
+
+def taylor_importance(net: TorchGraph, groups, x, y, order: int = 1, batch: int = 64, batches: int | None = None,
+                      seed: int = 0, train_mode: bool = False, normalize: str = "none") -> dict:
+    """Taylor scores per group (dict group id -> array over its channels), averaged over minibatches of (x, y):
+    ``order`` 1 (FO) or 2 (SO); see the module docstring. ``batches`` limits the number of minibatches; BN in
+    eval mode unless ``train_mode``. The model's weights are not changed."""
+    if order not in (1, 2):
+        raise ValueError("order must be 1 or 2")
+    xt, yt = _tensors(x, y)
+    was = net.training
+    net.train(train_mode)
+    if train_mode:  # do not let scoring move the running statistics
+        saved = {k: v.clone() for k, v in net.named_buffers()}
+    acc = _Scores(groups)
+    gen = torch.Generator().manual_seed(seed)
+    for k, idx in enumerate(_batches(len(xt), batch, gen)):
+        if batches is not None and k >= batches:
+            break
+        _, s = _gate_step(net, groups, xt[idx], yt[idx], order)
+        acc.add(s)
+    if train_mode:
+        with torch.no_grad():
+            for k, v in net.named_buffers():
+                v.copy_(saved[k])
+    net.train(was)
+    return acc.by_group(normalize)
+
+
+def magnitude_importance(net: TorchGraph, groups, normalize: str = "none") -> dict:
+    """Squared L2 norm of each filter's weights (mean over the group's producers): the weight-magnitude
+    baseline."""
+    g = net.graph
+    nodes = {n.name: n for n in g.nodes}
+    out = {}
+    for gr in groups:
+        per = []
+        for p in gr.producers:
+            w = net.value(nodes[p].inputs[1]).detach().double().numpy()
+            per.append((w.reshape(w.shape[0], -1) ** 2).sum(axis=1))
+        s = np.mean(per, axis=0)
+        if normalize == "l2":
+            s = s / (np.linalg.norm(s) + 1e-12)
+        out[gr.id] = s
+    return out
+
+
+@torch.no_grad()
+def true_importance(net: TorchGraph, groups, x, y, batch: int = 500, progress: bool = False) -> dict:
+    """The oracle: for every channel of every prunable group, the increase of the mean cross-entropy on (x, y)
+    (eval mode) when that channel alone is removed (all its gates zero). Dict group id -> array."""
+    base, _ = evaluate(net, x, y, batch)
+    out = {}
+    total = sum(gr.size for gr in groups if gr.prunable)
+    done = 0
+    for gr in groups:
+        if not gr.prunable:
+            continue
+        d = np.zeros(gr.size)
+        for c in range(gr.size):
+            gate = torch.ones(gr.size)
+            gate[c] = 0.0
+            net.gates = {t: gate for t in gr.gates}
+            try:
+                d[c] = evaluate(net, x, y, batch)[0] - base
+            finally:
+                net.gates = {}
+            done += 1
+        if progress:
+            print(f"[oracle] {done}/{total} channels", file=sys.stderr, flush=True)
+        out[gr.id] = d
+    return out
+
+
+def importance(net, groups, criterion, x=None, y=None, **kw) -> dict:
+    """Scores per group by ``criterion`` ("taylor", "taylor2" or "magnitude")."""
+    if criterion == "magnitude":
+        return magnitude_importance(net, groups, kw.get("normalize", "none"))
+    if criterion not in CRITERIA:
+        raise EdgepackError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
+    return taylor_importance(net, groups, x, y, order=1 if criterion == "taylor" else 2, **kw)
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (ties get their average rank)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+
+    def rank(v):
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=np.float64)
+        for val in np.unique(v):  # average ranks of ties
+            m = v == val
+            if m.sum() > 1:
+                r[m] = r[m].mean()
+        return r
+
+    ra, rb = rank(a), rank(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = math.sqrt(float((ra ** 2).sum() * (rb ** 2).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+def finetune(net: TorchGraph, x, y, epochs: float = 1.0, batch: int = 64, lr: float = 1e-3, seed: int = 0,
+             progress: bool = True, tag: str = "finetune") -> TorchGraph:
+    """Fine-tune ``net`` with Adam and a cosine learning rate over ``epochs`` (fractions allowed); eval mode
+    afterwards."""
+    xt, yt = _tensors(x, y)
+    per_epoch = max(1, len(xt) // batch)
+    steps = int(round(epochs * per_epoch))
+    if steps <= 0:
+        return net.eval()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    step, total, t0 = 0, 0.0, time.time()
+    while step < steps:
+        for idx in _batches(len(xt), batch, gen):
+            opt.zero_grad()
+            loss = _loss(net, xt[idx], yt[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+            step += 1
+            if progress and (step % per_epoch == 0 or step == steps):
+                print(f"[{tag}] {step}/{steps} minibatches, loss {total / step:.4f}, {time.time() - t0:.1f} s",
+                      file=sys.stderr, flush=True)
+            if step >= steps:
+                break
+    return net.eval()
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` returns: the pruned graph (batchnorms kept) and its TorchGraph, the cost before and
+    after, and one history entry per pruning step."""
+
+    graph: Graph
+    net: TorchGraph
+    macs_before: int
+    params_before: int
+    macs: int
+    params: int
+    criterion: str
+    history: list = field(default_factory=list)
+    channels_before: dict = field(default_factory=dict)
+    channels: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"criterion": self.criterion, "macs_before": self.macs_before, "macs": self.macs,
+                "macs_fraction": self.macs / self.macs_before, "params_before": self.params_before,
+                "params": self.params, "params_fraction": self.params / self.params_before,
+                "channels_before": self.channels_before, "channels": self.channels, "steps": len(self.history)}
+
+
+def _channels(g) -> dict:
+    return {", ".join(gr.producers + gr.depthwise): gr.size for gr in channel_groups(g) if not gr.fixed}
+
+
+def prune(model, x, y, target_macs: float | None = None, target_params: float | None = None,
+          criterion: str = "taylor", per_step: int | None = None, step_batches: int = 20, batch: int = 64,
+          lr: float = 1e-3, finetune_epochs: float = 1.0, x_val=None, y_val=None, min_channels: int = 1,
+          so_batches: int = 4, normalize: str = "none", seed: int = 0, progress: bool = True,
+          input_shape=None, reference_cost: tuple | None = None) -> PruneResult:
+    """Iterative pruning of ``model`` (path, nn.Module, TorchGraph or Graph) on training data (x, y) until its
+    MACs are at most ``target_macs`` times the original (and / or its parameters at most ``target_params``
+    times), then ``finetune_epochs`` of fine-tuning. ``reference_cost`` = (macs, params) the fractions refer to
+    (default: the model's own). See the module docstring; progress goes to stderr."""
+    if criterion not in CRITERIA:
+        raise EdgepackError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
+    if target_macs is None and target_params is None:
+        raise EdgepackError("give a target: target_macs and / or target_params (fractions of the original)")
+    for name, v in (("target_macs", target_macs), ("target_params", target_params)):
+        if v is not None and not 0.0 < v <= 1.0:
+            raise EdgepackError(f"{name} must be a fraction in (0, 1], got {v}")
+    xt, yt = _tensors(x, y)
+    if len(xt) < batch:
+        raise EdgepackError(f"data: {len(xt)} examples, fewer than one minibatch of {batch}")
+    torch.manual_seed(seed)
+    g = as_graph(model, input_shape)
+    want = tuple(g.tensors[g.inputs[0]].shape[1:])
+    if tuple(xt.shape[1:]) != want:
+        raise EdgepackError(f"data: inputs of shape {tuple(xt.shape[1:])} do not match the model input {want}")
+    net = TorchGraph(g)
+    macs0, params0 = graph_cost(g)
+    ref_macs, ref_params = reference_cost or (macs0, params0)
+    goal_macs = None if target_macs is None else target_macs * ref_macs
+    goal_params = None if target_params is None else target_params * ref_params
+    res = PruneResult(g, net, macs0, params0, macs0, params0, criterion, [], _channels(g), {})
+
+    def reached(macs, params):
+        return (goal_macs is None or macs <= goal_macs) and (goal_params is None or params <= goal_params)
+
+    def goal_text():
+        return " and ".join(f"{int(v)} {k}" for k, v in (("MACs", goal_macs), ("parameters", goal_params))
+                            if v is not None)
+
+    groups0 = channel_groups(g)
+    floor = cost_model(g, groups0)({gr.id: min(gr.size, min_channels) for gr in groups0 if gr.prunable})
+    if not reached(*floor):
+        raise EdgepackError(f"cannot reach the target ({goal_text()}): with every prunable layer down to "
+                            f"{min_channels} channel(s) the model still has {floor[0]} MACs and {floor[1]} "
+                            f"parameters (now {macs0} / {params0}); layers that cannot be pruned: "
+                            + (", ".join(sorted({p for gr in groups0 if not gr.prunable for p in gr.producers}))
+                               or "none"))
+
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    t0 = time.time()
+    if x_val is not None and progress:
+        vl, va = evaluate(net, x_val, y_val)
+        print(f"[prune {criterion}] start: MACs {macs0}, params {params0}, val loss {vl:.4f}, val acc {va:.4f}",
+              file=sys.stderr, flush=True)
+    while not reached(res.macs, res.params):
+        groups = channel_groups(g)
+        cands = [gr for gr in groups if gr.prunable and gr.size > min_channels]
+        if not cands:
+            raise EdgepackError(f"cannot reach the target ({goal_text()}): every prunable layer is down to "
+                                f"{min_channels} channel(s) at {res.macs} MACs / {res.params} parameters")
+        n_prunable = sum(gr.size for gr in cands)
+        k = per_step or max(1, int(round(0.03 * n_prunable)))
+        # fine-tune step_batches minibatches, accumulating the Taylor scores from the same backward passes
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        acc = _Scores(groups)
+        net.train()
+        losses = []
+        order = 2 if criterion == "taylor2" else 1
+        done = 0
+        while done < step_batches:
+            for idx in _batches(len(xt), batch, gen):
+                opt.zero_grad()
+                if criterion == "magnitude":
+                    loss = _loss(net, xt[idx], yt[idx])
+                else:
+                    use_order = order if (order == 1 or done < so_batches) else None
+                    if use_order is None:
+                        loss = _loss(net, xt[idx], yt[idx])
+                    else:
+                        loss, s = _gate_step(net, groups, xt[idx], yt[idx], use_order)
+                        acc.add(s)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                done += 1
+                if done >= step_batches:
+                    break
+        net.eval()
+        scores = magnitude_importance(net, groups, normalize) if criterion == "magnitude" \
+            else acc.by_group(normalize)
+        ranked = sorted((float(scores[gr.id][c]), gr.id, c) for gr in cands for c in range(gr.size))
+        counts = {gr.id: gr.size for gr in groups}
+        cost = cost_model(g, groups)
+        drop: dict[int, list] = {}
+        for _, gid, c in ranked:
+            if counts[gid] <= min_channels:
+                continue
+            drop.setdefault(gid, []).append(c)
+            counts[gid] -= 1
+            if sum(len(v) for v in drop.values()) >= k or reached(*cost(counts)):
+                break
+        cur = net.to_graph()
+        byid = {gr.id: gr for gr in groups}
+        for gid, chans in drop.items():
+            gr = byid[gid]
+            cur = remove_channels(cur, gr, chans)
+            # group ids/sizes of the other groups are unchanged; refresh this one's size for later removals
+        g = cur
+        net = TorchGraph(g)
+        res.macs, res.params = graph_cost(g)
+        step += 1
+        entry = {"step": step, "removed": {", ".join(byid[i].producers): len(v) for i, v in drop.items()},
+                 "macs": res.macs, "params": res.params, "macs_fraction": res.macs / ref_macs,
+                 "train_loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 1)}
+        if x_val is not None:
+            entry["val_loss"], entry["val_acc"] = evaluate(net, x_val, y_val)
+        res.history.append(entry)
+        if progress:
+            tail = f", val acc {entry['val_acc']:.4f}" if "val_acc" in entry else ""
+            print(f"[prune {criterion}] step {step}: removed {sum(len(v) for v in drop.values())} channels, "
+                  f"MACs {res.macs} ({100 * res.macs / ref_macs:.1f} %), params {res.params} "
+                  f"({100 * res.params / ref_params:.1f} %), train loss {entry['train_loss']:.4f}{tail}, "
+                  f"{entry['seconds']} s", file=sys.stderr, flush=True)
+    if finetune_epochs:
+        finetune(net, xt, yt, finetune_epochs, batch, lr, seed, progress, tag=f"prune {criterion}: fine-tune")
+    res.graph, res.net = net.to_graph(), net.eval()
+    res.channels = _channels(res.graph)
+    return res
+
+
+# ---- files in, file out (the `edgepack prune` command) ------------------------------------------------------
+def load_npz(path, option: str = "--data"):
+    """(x float32, y int64) from an .npz holding arrays ``x`` and ``y``, or a one-line error."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgepackError(f"{path}: no such file ({option} expects an .npz with arrays x and y)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise EdgepackError(f"{path}: not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise EdgepackError(f"{path}: no array named {' or '.join(missing)} (has: {', '.join(arrays) or 'none'}); "
+                            "save with np.savez(path, x=inputs, y=labels)")
+    x, y = arrays["x"], arrays["y"]
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+        raise EdgepackError(f"{path}: y must be a 1-D array of integer class labels, got {y.dtype} {y.shape}")
+    if len(x) != len(y):
+        raise EdgepackError(f"{path}: x has {len(x)} examples but y has {len(y)}")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def prune_file(model, data, output, target_macs=None, target_params=None, val=None, holdout: float = 0.1,
+               input_shape=None, command: str | None = None, **kw) -> dict:
+    """Prune the model file ``model`` on ``data`` (.npz with x, y) and write ``output`` (.pt2 or .onnx) and
+    ``<output>.json`` (targets, costs before / after, accuracy before / after on the validation data, every
+    step). Validation data: ``val`` (.npz), else a seeded ``holdout`` fraction of ``data`` kept out of
+    training. Nothing is written unless pruning succeeds; an existing output is replaced only then."""
+    import json
+    import os
+    from pathlib import Path
+
+    from .torch_graph import save_model
+
+    output = Path(output)
+    if output.suffix.lower() not in (".pt2", ".onnx"):
+        raise EdgepackError(f"{output}: the output model must be .pt2 or .onnx")
+    x, y = load_npz(data)
+    if val is not None:
+        xv, yv = load_npz(val, "--val")
+    elif holdout and holdout > 0:
+        perm = np.random.default_rng(kw.get("seed", 0)).permutation(len(x))
+        nv = max(1, int(round(holdout * len(x))))
+        xv, yv, x, y = x[perm[:nv]], y[perm[:nv]], x[perm[nv:]], y[perm[nv:]]
+    else:
+        xv = yv = None
+    g = as_graph(model, input_shape)
+    n_out = g.tensors[g.outputs[0]].shape[-1]
+    for name, lab in (("data", y), ("val", yv)):
+        if lab is not None and (lab.min() < 0 or lab.max() >= n_out):
+            raise EdgepackError(f"{data if name == 'data' else val}: labels span {lab.min()}..{lab.max()} but "
+                                f"the model has {n_out} outputs")
+    before = evaluate(TorchGraph(g), xv, yv) if xv is not None else None
+    t0 = time.time()
+    res = prune(g, x, y, target_macs=target_macs, target_params=target_params, x_val=xv, y_val=yv, **kw)
+    after = evaluate(res.net, xv, yv) if xv is not None else None
+    save_model(res.net, output)
+    info = {"command": command, "model": str(model), "data": str(data), "output": str(output),
+            "target_macs": target_macs, "target_params": target_params, **res.summary(),
+            "validation": (str(val) if val else f"{holdout:.0%} of {data} held out (seed {kw.get('seed', 0)})")
+            if xv is not None else None,
+            "val_loss_before": before and before[0], "val_acc_before": before and before[1],
+            "val_loss_after": after and after[0], "val_acc_after": after and after[1],
+            "seconds": round(time.time() - t0, 1), "history": res.history,
+            "settings": {k: v for k, v in kw.items() if isinstance(v, (int, float, str, type(None)))}}
+    side = output.with_name(output.name + ".json")
+    tmp = side.with_name("." + side.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(tmp, side)
+    return info
