@@ -56,6 +56,8 @@ def layer_formats(g, weights: str, overrides: dict) -> dict:
     out = {name: "int8" for name in layers}
     if weights.startswith("exp"):
         out.update({name: weights for name in layers[1:-1]})
+    elif weights == "sparse":  # exact int8 arithmetic: every layer may take it
+        out.update({name: weights for name in layers})
     for name, fmt in overrides.items():
         if name not in out:
             raise EdgepackError(f"--layer-weights {name}: no such conv or dense layer; layers: {', '.join(layers)}")
@@ -110,12 +112,12 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     command = command or f"edgepack build {model_path} --board {board_name} -o {out}"
     timings = {}
 
-    formats = ("int8", "binary") + tuple(f"exp{b}" for b in range(2, 7))
+    formats = ("int8", "binary", "sparse") + tuple(f"exp{b}" for b in range(2, 7))
     if weights not in formats:
         raise EdgepackError(f"--weights {weights}: unknown weight format; choose one of {', '.join(formats)}")
     for name, fmt in (layer_weights or {}).items():
         if fmt not in formats or fmt == "binary":
-            raise EdgepackError(f"--layer-weights {name}={fmt}: per-layer format must be int8 or exp2..exp6")
+            raise EdgepackError(f"--layer-weights {name}={fmt}: per-layer format must be int8, sparse or exp2..exp6")
     t = time.time()
     g = load_model(model_path, input_shape=input_shape)
     timings["import"] = time.time() - t
@@ -192,7 +194,7 @@ def _swap_in(tmp: Path, out: Path):
 
 
 WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp",
-                "dwconv2d_exp", "dense_exp")
+                "dwconv2d_exp", "dense_exp", "conv2d_s8_sparse", "dense_s8_sparse")
 
 
 def _macs(q, n):
@@ -201,7 +203,7 @@ def _macs(q, n):
     if n.op == "conv2d_s8":
         o, kh, kw, ci = t[n.inputs[1]].shape
         return int(np.prod(y)) * kh * kw * ci
-    if n.op in ("conv2d_exp", "dwconv2d_exp", "dense_exp"):
+    if n.op in ("conv2d_exp", "dwconv2d_exp", "dense_exp", "conv2d_s8_sparse", "dense_s8_sparse"):
         return int(np.prod(y)) * int(np.prod(n.attrs["wshape"][1:]))
     if n.op in ("bconv2d_b1", "bconv2d_b1_s8"):  # binary multiply-accumulates (XNOR-popcount)
         o, kh, kw, _ = t[n.inputs[1]].shape
@@ -217,7 +219,7 @@ def _macs(q, n):
 def _weight_count(n, w) -> int:
     if w is None:
         return 0
-    if "wshape" in n.attrs:  # exponent codes
+    if "wshape" in n.attrs:  # exponent codes, sparse rows
         return int(np.prod(n.attrs["wshape"]))
     if "channels" in n.attrs and n.op.startswith("bconv"):  # packed bits
         return int(np.prod(w.shape[:-1])) * n.attrs["channels"]
@@ -232,22 +234,30 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
             continue
         consts = [t for t in n.inputs if q.tensors[t].data is not None]
         w = q.tensors[n.inputs[1]] if n.op in WEIGHTED_OPS else None
+        # the weight arrays: one, or values + index + row pointers of sparse rows
+        wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op.endswith("_sparse") else [w] if w is not None else []
+        wbytes = int(sum(t.data.nbytes for t in wts))
         fmt = None
         if w is not None:
             wf = n.attrs.get("weight_format", "int8")
-            fmt = {"binary": "binary (1 bit, per-channel scale)", "int8": "int8 per-channel"}.get(
+            fmt = {"binary": "binary (1 bit, per-channel scale)", "int8": "int8 per-channel",
+                   "sparse": "int8 per-channel, sparse rows (int8 values, uint16 indices, int32 row pointers)"}.get(
                 wf, f"{wf} (sign x 2^-e x per-channel scale)")
         layers.append({
             "name": n.name, "op": n.op, "kernel": by_name[n.name]["kernel"],
             "weight_format": fmt,
             "input_shapes": [list(q.tensors[t].shape) for t in n.inputs if q.tensors[t].data is None],
             "output_shape": list(q.tensors[n.outputs[0]].shape),
-            "weight_shape": list(w.shape) if w is not None else None,
+            "weight_shape": list(n.attrs["wshape"]) if n.op.endswith("_sparse") else
+            list(w.shape) if w is not None else None,
             "macs": _macs(q, n),
-            "weight_bytes": int(w.data.nbytes) if w is not None else 0,
-            "weight_bytes_in_elf": (elf or {}).get("symbols", {}).get(facts["const_symbols"].get(w.name))
-            if w is not None else None,
-            "packed_bytes": int(w.data.nbytes) if fmt and not fmt.startswith("int8") else None,
+            "weight_bytes": wbytes,
+            "weight_bytes_in_elf": sum((elf or {}).get("symbols", {}).get(facts["const_symbols"].get(t.name)) or 0
+                                       for t in wts) or None if wts and elf else None,
+            "packed_bytes": wbytes if fmt and (not fmt.startswith("int8") or "sparse" in fmt) else None,
+            "weight_nonzero": int(n.attrs["nnz"]) if "nnz" in n.attrs else
+            (int(np.count_nonzero(w.data)) if w is not None and wf == "int8" else None),
+            "sparse_note": n.attrs.get("sparse_note"),
             "weight_count": _weight_count(n, w),
             "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),
             "output_storage": by_name[n.name]["output_storage"],

@@ -21,7 +21,8 @@ from .kernels import KERNELS
 from .memplan import plan as plan_arena
 from .tvm_c import lower_to_c, prototype
 
-CTYPES = {"int8": "int8_t", "int32": "int32_t", "uint8": "uint8_t", "uint32": "uint32_t", "int16": "int16_t"}
+CTYPES = {"int8": "int8_t", "int32": "int32_t", "uint8": "uint8_t", "uint32": "uint32_t", "int16": "int16_t",
+          "uint16": "uint16_t"}
 
 
 def cname(s: str) -> str:

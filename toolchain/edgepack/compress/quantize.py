@@ -198,10 +198,39 @@ def _exp_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
                         f"exponent level (worst case {bound} >= 2^31 for K = {w_ohwi[0].size}); use int8 for it")
 
 
+def _sparse_layer(q, n, op, wk, pre, attrs):
+    """``--weights sparse``: store an int8 conv / dense layer's weights as compressed sparse rows
+    (pack/sparse.py) when that takes fewer bytes than the dense rows; otherwise keep them dense and say why
+    in ``attrs["sparse_note"]`` (depthwise layers always stay dense). Returns (op, weight tensors)."""
+    from ..pack import sparse
+
+    wname = f"{pre}_w"
+    dense_bytes = int(wk.size)
+    nnz = int(np.count_nonzero(wk))
+    if op not in ("conv2d_s8", "dense_s8"):
+        attrs["sparse_note"] = "kept dense int8: no sparse kernel for depthwise convolution"
+        return op, [wname]
+    sparse_bytes = sparse.packed_bytes(wk)
+    attrs.update(nnz=nnz, density=round(nnz / max(wk.size, 1), 4))
+    if sparse_bytes >= dense_bytes or wk[0].size > sparse.MAX_K:
+        why = (f"rows of {wk[0].size} weights exceed the uint16 index range" if wk[0].size > sparse.MAX_K
+               else f"sparse rows would take {sparse_bytes} B against {dense_bytes} B dense at density "
+                    f"{nnz / max(wk.size, 1):.3f}")
+        attrs["sparse_note"] = f"kept dense int8: {why}"
+        return op, [wname]
+    values, index, rowptr = sparse.pack(wk)
+    quant = q.tensors.pop(wname).quant
+    ts = [q.add_const(f"{pre}_wval", values), q.add_const(f"{pre}_widx", index), q.add_const(f"{pre}_wptr", rowptr)]
+    q.tensors[ts[0]].quant = quant
+    attrs.update(wshape=tuple(int(v) for v in wk.shape), weight_format="sparse")
+    return op + "_sparse", ts
+
+
 def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_formats: dict | None = None) -> Graph:
     """Quantize a float-dialect graph with a calibration batch (NCHW float32) into the integer dialect.
 
-    ``weight_formats`` maps layer names to "int8" (default) or "exp2".."exp6" (exponent codes)."""
+    ``weight_formats`` maps layer names to "int8" (default), "exp2".."exp6" (exponent codes) or "sparse" (int8
+    weights in compressed sparse rows where that is smaller)."""
     weight_formats = weight_formats or {}
     ranges = calibration_ranges(g, calib)
     q = Graph()
@@ -311,9 +340,12 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
                 wk = codes
                 attrs.update(bits=bits, top=top, wshape=tuple(wf.shape), exp_levels=levels, w_scale=ws.tolist(),
                              weight_format=fmt)
-            ins = [x, q.add_const(f"{pre}_w", np.ascontiguousarray(wk)), q.add_const(f"{pre}_bias", bq),
-                   q.add_const(f"{pre}_mult", mult), q.add_const(f"{pre}_shift", shift)]
+            wts = [q.add_const(f"{pre}_w", np.ascontiguousarray(wk))]
             q.tensors[f"{pre}_w"].quant = QParams(ws, 0, 0)
+            if fmt == "sparse":
+                op, wts = _sparse_layer(q, n, op, wk, pre, attrs)
+            ins = [x, *wts, q.add_const(f"{pre}_bias", bq), q.add_const(f"{pre}_mult", mult),
+                   q.add_const(f"{pre}_shift", shift)]
             q.add_node(op, n.name, ins, [final], **attrs)
         elif n.op == "add":
             act, lo, hi, final, oq = fuse_output(n)

@@ -118,3 +118,7 @@ OPS.update(_BINARY_OPS)
 from .ops_exp import OPS as _EXP_OPS  # noqa: E402
 
 OPS.update(_EXP_OPS)
+
+from .ops_sparse import OPS as _SPARSE_OPS  # noqa: E402
+
+OPS.update(_SPARSE_OPS)
