@@ -229,23 +229,24 @@ def binary_case(draw, out_bits=True):
 
 
 @st.composite
-def sparse_case(draw, op="conv2d_s8_sparse"):
+def sparse_case(draw, op="conv2d_s8_csr"):
     """A conv2d_s8 / dense_s8 case whose weights keep a random density (0 included: empty rows and a layer
-    with no nonzero at all), stored as sparse rows (pack.sparse)."""
+    with no nonzero at all), stored as CSR or bitmask rows (pack.sparse) as ``op`` says."""
     from edgepack.pack import sparse
 
-    g, seed = draw(conv_case() if op == "conv2d_s8_sparse" else dense_case())
+    base, enc = op.rsplit("_", 1)
+    g, seed = draw(conv_case() if base == "conv2d_s8" else dense_case())
     density = draw(st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.0]))
     rng = np.random.default_rng(seed + 1)
     w = g.tensors["w"].data.copy()
     w[rng.random(w.shape) >= density] = 0
-    values, index, rowptr = sparse.pack(w)
+    values, second, rowptr = sparse.pack(w, enc)
     n = g.nodes[0]
     del g.tensors["w"]
     g.add_const("values", values)
-    g.add_const("index", index)
+    g.add_const("second", second)
     g.add_const("rowptr", rowptr)
     n.op = op
-    n.inputs = ["x", "values", "index", "rowptr", "bias", "mult", "shift"]
+    n.inputs = ["x", "values", "second", "rowptr", "bias", "mult", "shift"]
     n.attrs["wshape"] = tuple(int(v) for v in w.shape)
     return g, seed

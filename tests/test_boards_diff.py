@@ -22,8 +22,10 @@ CASES = {
     "softmax_s8": opgen.softmax_case(),
     "bconv2d_b1": opgen.binary_case(out_bits=True),
     "bconv2d_b1_s8": opgen.binary_case(out_bits=False),
-    "conv2d_s8_sparse": opgen.sparse_case("conv2d_s8_sparse"),
-    "dense_s8_sparse": opgen.sparse_case("dense_s8_sparse"),
+    "conv2d_s8_csr": opgen.sparse_case("conv2d_s8_csr"),
+    "dense_s8_csr": opgen.sparse_case("dense_s8_csr"),
+    "conv2d_s8_bitmask": opgen.sparse_case("conv2d_s8_bitmask"),
+    "dense_s8_bitmask": opgen.sparse_case("dense_s8_bitmask"),
 }
 BOARDS = {"cortex-m7": 8, "cortex-m33": 5, "rpi4": 5, "rpi-armhf": 5}
 

@@ -22,6 +22,7 @@ from . import firmware
 from .boards import get_board
 from .firmware import check_constants_fit
 from .errors import EdgepackError, load_npy
+from .reference.ops import SPARSE_OPS
 
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "firmware" / "runtime"
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
@@ -194,7 +195,7 @@ def _swap_in(tmp: Path, out: Path):
 
 
 WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp",
-                "dwconv2d_exp", "dense_exp", "conv2d_s8_sparse", "dense_s8_sparse")
+                "dwconv2d_exp", "dense_exp") + SPARSE_OPS
 
 
 def _macs(q, n):
@@ -203,7 +204,7 @@ def _macs(q, n):
     if n.op == "conv2d_s8":
         o, kh, kw, ci = t[n.inputs[1]].shape
         return int(np.prod(y)) * kh * kw * ci
-    if n.op in ("conv2d_exp", "dwconv2d_exp", "dense_exp", "conv2d_s8_sparse", "dense_s8_sparse"):
+    if n.op in ("conv2d_exp", "dwconv2d_exp", "dense_exp") + SPARSE_OPS:
         return int(np.prod(y)) * int(np.prod(n.attrs["wshape"][1:]))
     if n.op in ("bconv2d_b1", "bconv2d_b1_s8"):  # binary multiply-accumulates (XNOR-popcount)
         o, kh, kw, _ = t[n.inputs[1]].shape
@@ -234,27 +235,30 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
             continue
         consts = [t for t in n.inputs if q.tensors[t].data is not None]
         w = q.tensors[n.inputs[1]] if n.op in WEIGHTED_OPS else None
-        # the weight arrays: one, or values + index + row pointers of sparse rows
-        wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op.endswith("_sparse") else [w] if w is not None else []
+        # the weight arrays: one, or values + index / mask + row pointers of sparse rows
+        wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op in SPARSE_OPS else [w] if w is not None else []
         wbytes = int(sum(t.data.nbytes for t in wts))
         fmt = None
         if w is not None:
             wf = n.attrs.get("weight_format", "int8")
             fmt = {"binary": "binary (1 bit, per-channel scale)", "int8": "int8 per-channel",
-                   "sparse": "int8 per-channel, sparse rows (int8 values, uint16 indices, int32 row pointers)"}.get(
+                   "sparse-csr": "int8 per-channel, CSR rows (int8 values, uint8/uint16 column indices, int32 "
+                                 "row pointers)",
+                   "sparse-bitmask": "int8 per-channel, bitmask rows (1-bit mask per weight, int8 nonzero "
+                                     "values, int32 row pointers)"}.get(
                 wf, f"{wf} (sign x 2^-e x per-channel scale)")
         layers.append({
             "name": n.name, "op": n.op, "kernel": by_name[n.name]["kernel"],
             "weight_format": fmt,
             "input_shapes": [list(q.tensors[t].shape) for t in n.inputs if q.tensors[t].data is None],
             "output_shape": list(q.tensors[n.outputs[0]].shape),
-            "weight_shape": list(n.attrs["wshape"]) if n.op.endswith("_sparse") else
+            "weight_shape": list(n.attrs["wshape"]) if n.op in SPARSE_OPS else
             list(w.shape) if w is not None else None,
             "macs": _macs(q, n),
             "weight_bytes": wbytes,
             "weight_bytes_in_elf": sum((elf or {}).get("symbols", {}).get(facts["const_symbols"].get(t.name)) or 0
                                        for t in wts) or None if wts and elf else None,
-            "packed_bytes": wbytes if fmt and (not fmt.startswith("int8") or "sparse" in fmt) else None,
+            "packed_bytes": wbytes if fmt and (not fmt.startswith("int8") or n.op in SPARSE_OPS) else None,
             "weight_nonzero": int(n.attrs["nnz"]) if "nnz" in n.attrs else
             (int(np.count_nonzero(w.data)) if w is not None and wf == "int8" else None),
             "sparse_note": n.attrs.get("sparse_note"),

@@ -199,31 +199,32 @@ def _exp_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
 
 
 def _sparse_layer(q, n, op, wk, pre, attrs):
-    """``--weights sparse``: store an int8 conv / dense layer's weights as compressed sparse rows
-    (pack/sparse.py) when that takes fewer bytes than the dense rows; otherwise keep them dense and say why
-    in ``attrs["sparse_note"]`` (depthwise layers always stay dense). Returns (op, weight tensors)."""
+    """``--weights sparse``: store an int8 conv / dense layer's weights in whichever of dense int8, CSR and
+    bitmask rows (pack/sparse.py) takes the fewest bytes; a layer left dense says why in
+    ``attrs["sparse_note"]`` (depthwise layers always stay dense). Returns (op, weight tensors)."""
     from ..pack import sparse
 
     wname = f"{pre}_w"
-    dense_bytes = int(wk.size)
-    nnz = int(np.count_nonzero(wk))
     if op not in ("conv2d_s8", "dense_s8"):
         attrs["sparse_note"] = "kept dense int8: no sparse kernel for depthwise convolution"
         return op, [wname]
-    sparse_bytes = sparse.packed_bytes(wk)
-    attrs.update(nnz=nnz, density=round(nnz / max(wk.size, 1), 4))
-    if sparse_bytes >= dense_bytes or wk[0].size > sparse.MAX_K:
-        why = (f"rows of {wk[0].size} weights exceed the uint16 index range" if wk[0].size > sparse.MAX_K
-               else f"sparse rows would take {sparse_bytes} B against {dense_bytes} B dense at density "
-                    f"{nnz / max(wk.size, 1):.3f}")
-        attrs["sparse_note"] = f"kept dense int8: {why}"
+    nnz = int(np.count_nonzero(wk))
+    sizes = sparse.encoded_bytes(wk)
+    enc = sparse.choose(wk)
+    attrs.update(nnz=nnz, density=round(nnz / max(wk.size, 1), 4), encoded_bytes=sizes)
+    if enc == "dense":
+        attrs["sparse_note"] = (f"kept dense int8: {sizes['dense']} B dense against "
+                                + ", ".join(f"{sizes[k]} B {k}" for k in ("csr", "bitmask") if k in sizes)
+                                + f" at density {nnz / max(wk.size, 1):.3f}")
         return op, [wname]
-    values, index, rowptr = sparse.pack(wk)
+    arrays = sparse.pack(wk, enc)
     quant = q.tensors.pop(wname).quant
-    ts = [q.add_const(f"{pre}_wval", values), q.add_const(f"{pre}_widx", index), q.add_const(f"{pre}_wptr", rowptr)]
+    second = "widx" if enc == "csr" else "wmask"
+    ts = [q.add_const(f"{pre}_wval", arrays[0]), q.add_const(f"{pre}_{second}", arrays[1]),
+          q.add_const(f"{pre}_wptr", arrays[2])]
     q.tensors[ts[0]].quant = quant
-    attrs.update(wshape=tuple(int(v) for v in wk.shape), weight_format="sparse")
-    return op + "_sparse", ts
+    attrs.update(wshape=tuple(int(v) for v in wk.shape), weight_format=f"sparse-{enc}")
+    return f"{op}_{enc}", ts
 
 
 def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_formats: dict | None = None) -> Graph:

@@ -119,6 +119,6 @@ from .ops_exp import OPS as _EXP_OPS  # noqa: E402
 
 OPS.update(_EXP_OPS)
 
-from .ops_sparse import OPS as _SPARSE_OPS  # noqa: E402
+from .ops_sparse import OPS as _SPARSE_OPS, SPARSE_OPS  # noqa: E402, F401
 
 OPS.update(_SPARSE_OPS)

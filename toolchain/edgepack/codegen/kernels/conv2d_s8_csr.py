@@ -1,4 +1,4 @@
-"""ep_conv2d_s8_sparse: int8 NHWC convolution with compressed-sparse-row int8 weights (pack/sparse.py).
+"""ep_conv2d_s8_csr: int8 NHWC convolution with CSR int8 weights (pack/sparse.py; uint8 or uint16 column indices).
 
 For every output pixel and channel o the kernel walks only the stored nonzeros of row o: the column k of a
 value splits into (ky, kx, ic) = (k // (KW*I), k // I % KW, k % I) (divisions by layer constants), the tap's
@@ -18,6 +18,7 @@ def template(attrs, shapes):
     _, H, W, C = shapes["x"]
     O, KH, KW, CW = attrs["wshape"]
     NNZ = shapes["values"][0]
+    IDX = "uint8" if KH * KW * CW <= 256 else "uint16"  # pack/sparse.py index_dtype
     _, OH, OW, _ = shapes["y"]
     (SH, SW), (PT, PL, _, _), (DH, DW) = attrs["strides"], attrs["pads"], attrs["dilations"]
     in_zp, out_zp = attrs["in_zp"], attrs["out_zp"]
@@ -25,12 +26,12 @@ def template(attrs, shapes):
     padded = any(attrs["pads"])
 
     @T.prim_func
-    def kernel(x_p: T.handle("int8"), v_p: T.handle("int8"), i_p: T.handle("uint16"), r_p: T.handle("int32"),
+    def kernel(x_p: T.handle("int8"), v_p: T.handle("int8"), i_p: T.handle(IDX), r_p: T.handle("int32"),
                b_p: T.handle("int32"), m_p: T.handle("int32"), s_p: T.handle("int32"), y_p: T.handle("int8")):
         T.func_attr({"tirx.noalias": True})
         X = T.decl_buffer((H * W * C,), "int8", data=x_p)
         V = T.decl_buffer((NNZ,), "int8", data=v_p)
-        I = T.decl_buffer((NNZ,), "uint16", data=i_p)
+        I = T.decl_buffer((NNZ,), IDX, data=i_p)
         R = T.decl_buffer((O + 1,), "int32", data=r_p)
         B = T.decl_buffer((O,), "int32", data=b_p)
         M = T.decl_buffer((O,), "int32", data=m_p)
