@@ -102,7 +102,10 @@ def compile_check(out: Path, board: dict) -> dict:
 
 def build(model_path, board_name: str = "host", out=None, calib=None, input_shape=None,
           command: str | None = None, weights: str = "int8", layer_weights: dict | None = None,
-          per_channel: bool = True) -> dict:
+          per_channel: bool = True, eval_data=None) -> dict:
+    """Build ``model_path`` for a board into ``out`` (atomically). ``eval_data``: an .npz with x, y (labelled
+    inputs in the model's layout); the build then measures float and built-model accuracy on it (built model
+    from emulator outputs where the board has an emulator, else host) for the report and the card."""
     from .compress.quantize import quantize
     from .frontend import load_model
 
@@ -129,6 +132,14 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     in_shape = g.tensors[g.inputs[0]].shape
     g.meta.setdefault("name", model_path.stem)
     x_cal, cal_source = load_calibration(calib, in_shape)
+    evaluation = None
+    if eval_data is not None:
+        from .errors import load_labelled_npz
+        xe, ye = load_labelled_npz(eval_data, "--eval")
+        if tuple(xe.shape[1:]) != tuple(in_shape[1:]):
+            raise EdgepackError(f"{eval_data}: inputs of shape {tuple(xe.shape[1:])} do not match the model input "
+                                f"(N, {', '.join(map(str, in_shape[1:]))})")
+        evaluation = (xe, ye, str(eval_data))
 
     weight_formats = layer_formats(g, weights, layer_weights or {})
     t = time.time()
@@ -146,10 +157,18 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     try:
         facts, sizes, elf = emit(q, board, tmp, command, timings)
         report = make_report(g, q, facts, sizes, board, model_path, command, elf)
+        t = time.time()
+        measured = measure(tmp, g, board, elf, x_cal, evaluation, report)
+        timings["measure"] = time.time() - t
         timings["total"] = time.time() - t_start
         report["build_seconds"] = {k: round(v, 3) for k, v in timings.items()}
+        report["measured"] = measured
+        from . import card, provenance
+        qcard = card.make_card(g, q, report, board, provenance.read(model_path), measured)
+        card.write(tmp, qcard)
+        plots = write_plots(tmp, report)
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
-        (tmp / "report.md").write_text(report_md(report))
+        (tmp / "report.md").write_text(report_md(report, plots))
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -182,6 +201,99 @@ def emit(q, board: dict, folder: Path, command: str, timings: dict | None = None
     elf = firmware.build(folder, board, facts)
     timings["firmware"] = time.time() - t
     return facts, sizes, elf
+
+
+def measure(folder: Path, g, board: dict, elf, x_cal, evaluation, report) -> dict:
+    """Run the built model: on ``evaluation`` = (x, y, source) if given, else on one calibration input.
+    Measures accuracy (float graph and built model: emulator outputs where the board has an emulator and its
+    firmware was built, else host), whether reference, host and emulator agree bit for bit, and on Cortex-M
+    the instructions per inference (QEMU icount), also per layer (into ``report["layers"]``)."""
+    from .reference.float_exec import run_float_output
+    from .runners import run
+
+    out = {}
+    x = evaluation[0] if evaluation else x_cal[:1]
+    raws = {}
+    for on in ("reference", "host"):
+        y_on, raws[on] = run(folder, x, on=on)
+    emulator = None
+    if board.get("emulator") and elf:
+        stats = {}
+        try:
+            y_emu, raws["emulator"] = run(folder, x, on="emulator", stats=stats)
+            emulator = stats
+        except EdgepackError as e:
+            out["emulator"] = f"not run: {e}"
+    elif board.get("emulator"):
+        out["emulator"] = "not run: the firmware was not built (cross toolchain missing)"
+    names = list(raws)
+    same = all(np.array_equal(raws[k], raws["reference"]) for k in names)
+    out["bit_exact"] = (f"{' == '.join(names)} on {len(x)} {'evaluation' if evaluation else 'calibration'} "
+                        f"input(s): {same}")
+    if emulator and "instructions" in emulator:
+        ins = emulator["instructions"]
+        out["instructions_per_inference"] = float(ins.mean())
+        out["instructions_min_max"] = [int(ins.min()), int(ins.max())]
+        out["instructions_measured_on"] = f"{board.get('emulator')} -icount, {len(ins)} input(s)"
+        per = emulator["layer_instructions"].mean(axis=0)
+        compute = [l for l in report["layers"]]
+        for l, v in zip(compute, per):
+            l["instructions"] = float(v)
+    if evaluation:
+        xe, ye, source = evaluation
+        yf = run_float_output(g, xe)
+        out["eval_data"] = source
+        out["eval_images"] = int(len(ye))
+        out["float_accuracy"] = float((yf.reshape(len(ye), -1).argmax(1) == ye).mean())
+        on = "emulator" if "emulator" in raws else "host"
+        y_built = y_emu if on == "emulator" else y_on
+        out["built_accuracy"] = float((y_built.reshape(len(ye), -1).argmax(1) == ye).mean())
+        out["built_accuracy_measured_on"] = on + (f" ({board.get('emulator')})" if on == "emulator" else " (cffi)")
+    return out
+
+
+def write_plots(folder: Path, report: dict) -> list:
+    """arena.png (which tensor lives where in the arena, per layer step) and layers.png (per-layer instructions
+    where measured, MACs, and weight bytes). Returns the file names written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    names = []
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, b in enumerate(report["arena"]):
+        ax.add_patch(Rectangle((b["first_op"] - 0.45, b["offset"]), b["last_op"] - b["first_op"] + 0.9,
+                               b["bytes"], alpha=0.6, color=f"C{i % 10}"))
+        ax.text(b["first_op"] - 0.4, b["offset"] + b["bytes"] / 2, ",".join(b["tensors"])[:18], fontsize=6,
+                va="center")
+    n_ops = max([b["last_op"] for b in report["arena"]] + [len(report["layers"]) - 1, 0])
+    ax.set_xlim(-0.6, n_ops + 0.6)
+    ax.set_ylim(0, max(report["arena_bytes"], 1))
+    ax.set_xlabel("layer step")
+    ax.set_ylabel("arena offset (bytes)")
+    ax.set_title(f"arena: {report['arena_bytes']} B (liveness bound {report['liveness_bound_bytes']} B)")
+    fig.tight_layout()
+    fig.savefig(folder / "arena.png", dpi=90)
+    plt.close(fig)
+    names.append("arena.png")
+
+    layers = report["layers"]
+    has_ins = all(l.get("instructions") is not None for l in layers) and layers
+    panels = [("instructions", "instructions (emulator)")] if has_ins else []
+    panels += [("macs", "MACs"), ("weight_bytes", "weight bytes")]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.8 * len(panels) + 0.6), sharex=True)
+    axes = np.atleast_1d(axes)
+    xs = np.arange(len(layers))
+    for ax, (k, label) in zip(axes, panels):
+        ax.bar(xs, [l.get(k) or 0 for l in layers], color="C0")
+        ax.set_ylabel(label, fontsize=8)
+    axes[-1].set_xticks(xs, [f"{l['name']}\n{l['op']}" for l in layers], rotation=60, fontsize=6)
+    fig.tight_layout()
+    fig.savefig(folder / "layers.png", dpi=90)
+    plt.close(fig)
+    names.append("layers.png")
+    return names
 
 
 def _swap_in(tmp: Path, out: Path):
@@ -295,7 +407,7 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
     }
 
 
-def report_md(r: dict) -> str:
+def report_md(r: dict, plots=()) -> str:
     lines = [f"# edgepack build report: {Path(r['model']).name} on {r['board']}", "",
              f"`{r['command']}`", "",
              "| what | value |", "|---|---|"]
@@ -303,10 +415,16 @@ def report_md(r: dict) -> str:
               "activations_total_bytes", "arena_over_bound", "macs", "float_parameters"):
         lines.append(f"| {k} | {r[k]} |")
     lines.append(f"| build seconds | {r.get('build_seconds', {}).get('total', '')} |")
-    lines += ["", "| # | layer | op | kernel | output | MACs | weight bytes | arena offset |",
-              "|---|---|---|---|---|---|---|---|"]
+    for k, v in (r.get("measured") or {}).items():
+        lines.append(f"| {k} | {v} |")
+    lines += ["", "| # | layer | op | kernel | weights | input shapes | output | MACs | weight bytes | arena offset "
+              "| instructions |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, l in enumerate(r["layers"]):
         off = l["arena_offset"] if l["arena_offset"] is not None else l["output_storage"]
-        lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l['output_shape']} | {l['macs']} | "
-                     f"{l['weight_bytes']} | {off} |")
+        ins = f"{l['instructions']:.0f}" if l.get("instructions") is not None else ""
+        lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l['weight_format'] or ''} | "
+                     f"{l['input_shapes']} | {l['output_shape']} | {l['macs']} | {l['weight_bytes']} | {off} | {ins} |")
+    for p in plots:
+        lines += ["", f"![{p}]({p})"]
+    lines += ["", "Quantization card: quantization_card.md (`edgepack card OUT`)."]
     return "\n".join(lines) + "\n"

@@ -31,11 +31,30 @@ def cmd_build(a):
 
     cmd = "edgepack " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
     r = build(a.model, a.board, a.output, a.calib, a.input_shape, command=cmd, weights=a.weights,
-              layer_weights=a.layer_weights, per_channel=a.scale == "per-channel")
+              layer_weights=a.layer_weights, per_channel=a.scale == "per-channel", eval_data=a.eval)
     out = a.output or f"{Path(a.model).stem}_{a.board}"
     print(f"built {out}: {len(r['layers'])} layers, {r['macs']} MACs, weights {r['weights_bytes']} B, "
           f"flash {r['flash_bytes']} B, arena {r['arena_bytes']} B (liveness bound "
           f"{r['liveness_bound_bytes']} B), {r['build_seconds']['total']:.1f} s")
+    m = r.get("measured", {})
+    if "instructions_per_inference" in m:
+        print(f"instructions per inference: {m['instructions_per_inference']:.0f} ({m['instructions_measured_on']})")
+    if "built_accuracy" in m:
+        print(f"accuracy on {m['eval_images']} images of {m['eval_data']}: float {m['float_accuracy']:.4f}, built "
+              f"{m['built_accuracy']:.4f} ({m['built_accuracy_measured_on']})")
+    print(m["bit_exact"])
+
+
+def cmd_card(a):
+    from . import card
+
+    if len(a.out) == 1:
+        c = card.load(a.out[0])
+        print(card.card_md(c), end="")
+    elif len(a.out) == 2:
+        print(card.diff_text(card.load(a.out[0]), card.load(a.out[1]), a.out[0], a.out[1]), end="")
+    else:
+        raise EdgepackError("edgepack card takes one output folder (print its card) or two (compare them)")
 
 
 def cmd_run(a):
@@ -123,7 +142,12 @@ def parser():
                    help="weight scale granularity (int8 and expN weights)")
     b.add_argument("--layer-weights", type=_layer_formats, default={},
                    help="per-layer override, e.g. conv2d_3=int8,linear=exp6 (mixed precision)")
+    b.add_argument("--eval", help=".npz with x (inputs in the model's layout) and y (integer labels): measure "
+                   "float and built-model accuracy (emulator outputs where the board has one) for the card")
     b.set_defaults(func=cmd_build)
+    c = sub.add_parser("card", help="print a build's quantization card, or compare two builds' cards")
+    c.add_argument("out", nargs="+", help="one output folder, or two to compare")
+    c.set_defaults(func=cmd_card)
     r = sub.add_parser("run", help="run a built model")
     r.add_argument("out", help="the output folder of edgepack build")
     r.add_argument("--input", required=True, help=".npy float batch in the model's input layout")

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import EdgepackError
+from ..errors import EdgepackError, load_labelled_npz
 from ..graph import Graph
 from .channel_groups import channel_groups, cost_model, graph_cost, remove_channels
 from .torch_graph import TorchGraph
@@ -481,26 +481,7 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
 # ---- files in, file out (the `edgepack prune` command) ------------------------------------------------------
 def load_npz(path, option: str = "--data"):
     """(x float32, y int64) from an .npz holding arrays ``x`` and ``y``, or a one-line error."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise EdgepackError(f"{path}: no such file ({option} expects an .npz with arrays x and y)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise EdgepackError(f"{path}: not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
-    missing = [k for k in ("x", "y") if k not in arrays]
-    if missing:
-        raise EdgepackError(f"{path}: no array named {' or '.join(missing)} (has: {', '.join(arrays) or 'none'}); "
-                            "save with np.savez(path, x=inputs, y=labels)")
-    x, y = arrays["x"], arrays["y"]
-    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
-        raise EdgepackError(f"{path}: y must be a 1-D array of integer class labels, got {y.dtype} {y.shape}")
-    if len(x) != len(y):
-        raise EdgepackError(f"{path}: x has {len(x)} examples but y has {len(y)}")
-    return x.astype(np.float32), y.astype(np.int64)
+    return load_labelled_npz(path, option)
 
 
 def prune_file(model, data, output, target_macs=None, target_params=None, val=None, holdout: float = 0.1,
@@ -509,8 +490,6 @@ def prune_file(model, data, output, target_macs=None, target_params=None, val=No
     ``<output>.json`` (targets, costs before / after, accuracy before / after on the validation data, every
     step). Validation data: ``val`` (.npz), else a seeded ``holdout`` fraction of ``data`` kept out of
     training. Nothing is written unless pruning succeeds; an existing output is replaced only then."""
-    import json
-    import os
     from pathlib import Path
 
     from .torch_graph import save_model
@@ -546,8 +525,14 @@ def prune_file(model, data, output, target_macs=None, target_params=None, val=No
             "val_loss_after": after and after[0], "val_acc_after": after and after[1],
             "seconds": round(time.time() - t0, 1), "history": res.history,
             "settings": {k: v for k, v in kw.items() if isinstance(v, (int, float, str, type(None)))}}
-    side = output.with_name(output.name + ".json")
-    tmp = side.with_name("." + side.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, side)
+    from .. import provenance
+
+    step = {"method": "Taylor pruning", "paper": "Molchanov et al., CVPR 2019",
+            "criterion": res.criterion, "target_macs": target_macs, "target_params": target_params,
+            "macs_before": res.macs_before, "macs_after": res.macs, "params_before": res.params_before,
+            "params_after": res.params, "channels_before": res.channels_before, "channels_after": res.channels,
+            "steps": len(res.history), "finetune_epochs": kw.get("finetune_epochs", 1.0),
+            "val_acc_before": info["val_acc_before"], "val_acc_after": info["val_acc_after"]}
+    prior = provenance.read(model) if not isinstance(model, (Graph, nn.Module)) else []
+    provenance.write(output, prior + [step], extra=info)
     return info

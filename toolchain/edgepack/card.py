@@ -1,0 +1,259 @@
+"""The quantization card: what a build did and what it cost (Garg, Jain, Lou, Nahmias, "Confounding Tradeoffs
+for Neural Network Quantization", 2021).
+
+Every field is read from the build itself -- the integer graph's nodes and attributes, the quantizer's record,
+the report measured from the built image, the model's provenance sidecar and, with ``--eval``, outputs measured
+on the board's emulator or the host -- never from defaults typed into a template. A choice the build did not
+make (no residual add, no pruning recorded) says so.
+
+``quantization_card.json`` is the card; ``quantization_card.md`` renders it; :func:`diff` compares two.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+WEIGHTED = {"conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp", "dwconv2d_exp",
+            "dense_exp", "conv2d_s8_csr", "dense_s8_csr", "conv2d_s8_bitmask", "dense_s8_bitmask"}
+
+_FORMAT_TEXT = {
+    "int8": "int8",
+    "binary": "binary (1 bit)",
+    "sparse-csr": "int8, sparse CSR rows",
+    "sparse-bitmask": "int8, sparse bitmask rows",
+}
+
+
+def _fmt(n) -> str:
+    f = n.attrs.get("weight_format", "int8")
+    return _FORMAT_TEXT.get(f, f"{f} (exponent codes: sign x 2^-e, {f[3:]} bits)" if f.startswith("exp") else f)
+
+
+def _scale_type(n) -> str:
+    f = n.attrs.get("weight_format", "int8")
+    if f == "binary":
+        return "float per-channel alpha, folded into integer thresholds (bit output) or the requantization"
+    if f.startswith("exp"):
+        return "powers of two x a float scale; the float part applied by the Q31 multiplier + shift"
+    return "float, applied as a Q31 fixed-point multiplier + shift per output channel"
+
+
+def _granularity(n, meta) -> str:
+    if n.attrs.get("weight_format") == "binary":
+        return "per-channel (alpha)"
+    return "per-tensor" if meta.get("weight_scale") == "per-layer" else "per-channel"
+
+
+def layer_rows(q, report) -> list:
+    rep = {l["name"]: l for l in report["layers"]}
+    meta = q.meta.get("quantization", {})
+    rows = []
+    for n in q.nodes:
+        if n.op == "reshape":
+            continue
+        x = q.tensors[n.inputs[0]]
+        y = q.tensors[n.outputs[0]]
+        row = {"name": n.name, "op": n.op, "kernel": rep[n.name]["kernel"], "macs": rep[n.name]["macs"],
+               "input_bits": 1 if n.op.startswith("bconv") else 8,
+               "output_bits": 1 if n.op == "bconv2d_b1" else 8,
+               "activations": "asymmetric int8, per-tensor scale and zero point"
+               if n.op != "bconv2d_b1" else "1 bit (sign), packed 32 channels per word",
+               "input_zero_point": x.quant.zero_point if x.quant else None,
+               "output_zero_point": y.quant.zero_point if y.quant else None,
+               "fused_activation": n.attrs.get("fused_activation"), "folded_batchnorm": n.attrs.get("folded_bn")}
+        if n.op in WEIGHTED:
+            row.update({"weight_format": _fmt(n), "granularity": _granularity(n, meta),
+                        "weights_symmetric": True, "scale_type": _scale_type(n),
+                        "weight_bytes": rep[n.name]["weight_bytes"],
+                        "bias": "int32, scale = input scale x weight scale" if n.op not in ("bconv2d_b1",)
+                        else "folded into per-channel integer thresholds"})
+            if rep[n.name].get("sparse_note"):
+                row["sparse_note"] = rep[n.name]["sparse_note"]
+        if rep[n.name].get("instructions") is not None:
+            row["instructions"] = rep[n.name]["instructions"]
+        rows.append(row)
+    return rows
+
+
+def _used(q, *ops):
+    return any(n.op in ops for n in q.nodes)
+
+
+def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict) -> dict:
+    """The card of a build: ``g`` the float graph, ``q`` the integer graph, ``report`` the build report,
+    ``provenance`` the model's recorded steps, ``measured`` what the build ran (see build.measure)."""
+    meta = q.meta.get("quantization", {})
+    layers = layer_rows(q, report)
+    weighted = [l for l in layers if "weight_format" in l]
+    post = meta.get("binarized_post_training") or []
+    trained_binary = [n.name for n in q.nodes if n.attrs.get("weight_format") == "binary" and n.name not in post]
+    methods = [s.get("method") for s in provenance]
+    if trained_binary:
+        methods.append("binary layers from training (sign + two-valued weights in the model file)")
+    folded = [n.attrs["folded_bn"] for n in g.nodes if n.attrs.get("folded_bn")]
+    src = g.meta.get("source", {})
+    card = {
+        "edgepack": __version__,
+        "command": report["command"],
+        "model": {"path": src.get("path", report["model"]), "format": src.get("format"),
+                  "sha256": src.get("sha256")},
+        "board": {"name": board["name"], "cpu": board.get("cpu"), "arch": board.get("arch"),
+                  "toolchain": board.get("toolchain_prefix"), "emulator": board.get("emulator"),
+                  "emulator_machine": board.get("emulator_machine")},
+        "weights": {
+            "option": meta.get("weights_option", "int8"),
+            "formats_used": sorted({l["weight_format"] for l in weighted}),
+            "granularity": meta.get("weight_scale"),
+            "first_layer": weighted[0]["weight_format"] if weighted else None,
+            "last_layer": weighted[-1]["weight_format"] if weighted else None,
+            "binarized_after_training": post,
+            "binary_from_training": trained_binary,
+        },
+        "activations": "int8 asymmetric per-tensor (scale, zero point)"
+        + ("; 1-bit between binary layers" if _used(q, "bconv2d_b1") else ""),
+        "batchnorm": {"folded": folded, "how": "folded into the preceding conv / dense in float, before "
+                      "quantization" if folded else "no batchnorm in the model"},
+        "calibration": {"source": meta.get("calibration_source"), "images": meta.get("calibration_images"),
+                        "method": (meta.get("calibration_method", "") + " over the calibration batch, range "
+                                   "widened to include 0")},
+        "rounding": meta.get("rounding"),
+        "requantization": "int32 accumulator; per-channel Q31 multiplier and shift; saturating rounding "
+                          "doubling high multiply, then rounding divide by a power of two (TFLite / CMSIS-NN)",
+        "bias": "int32" if weighted else None,
+        "residual_add": "TFLite ADD: inputs rescaled to twice the larger input scale with a 20-bit left shift, "
+                        "summed, requantized to the output" if _used(q, "add_s8") else "none in the model",
+        "pooling": {"max": "on int8 values, output keeps the input's scale and zero point"
+                    if _used(q, "maxpool_s8") else "none",
+                    "average": "integer sum over the window, round-half-away division, output keeps the input's "
+                    "scale and zero point" if _used(q, "avgpool_s8") else "none"},
+        "softmax": "int8 in, exp by a 256-entry 16-bit lookup table, output scale 1/256, zero point -128"
+        if _used(q, "softmax_s8") else "none",
+        "pruning": [s for s in provenance if "prun" in str(s.get("method", "")).lower()] or "none recorded",
+        "training_methods": methods or "none recorded",
+        "provenance": provenance,
+        "kernels": {l["name"]: l["kernel"] for l in layers},
+        "bit_exactness": {
+            "specification": "edgepack.reference (numpy integer ops): every kernel's arithmetic",
+            "kernels_tested_against_it": "host (cffi) and the cortex-m7, cortex-m33, rpi4 and rpi-armhf "
+                                         "emulators, random shapes (tests/test_ops_diff.py, "
+                                         "tests/test_boards_diff.py)",
+            "this_build": measured.get("bit_exact"),
+        },
+        "layers": layers,
+        "measured": {
+            "flash_bytes": report["flash_bytes"], "ram_bytes": report["ram_bytes"],
+            "arena_bytes": report["arena_bytes"], "weights_bytes": report["weights_bytes"],
+            "macs": report["macs"], "parameters": report["float_parameters"],
+            "sizes_measured_from": report["sizes_measured_from"],
+            **{k: v for k, v in measured.items() if k != "bit_exact"},
+        },
+    }
+    return card
+
+
+# ---- rendering -----------------------------------------------------------------------------------------
+def _v(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.4f}" if abs(x) < 10 else f"{x:.1f}"
+    if isinstance(x, (list, tuple)):
+        return ", ".join(_v(v) for v in x) if x else "none"
+    if isinstance(x, dict):
+        return "; ".join(f"{k}: {_v(v)}" for k, v in x.items())
+    return "" if x is None else str(x)
+
+
+def card_md(c: dict) -> str:
+    m = c["measured"]
+    lines = [f"# Quantization card: {Path(c['model']['path']).name} on {c['board']['name']}", "",
+             f"`{c['command']}` (edgepack {c['edgepack']})", "",
+             "Fields from Garg et al., \"Confounding Tradeoffs for Neural Network Quantization\" (2021), filled "
+             "from what this build did.", "", "## Design choices", "", "| field | value |", "|---|---|"]
+    rows = [
+        ("model", f"{c['model']['path']} ({c['model']['format']}), sha256 {c['model']['sha256']}"),
+        ("board", _v(c["board"])),
+        ("weight option", c["weights"]["option"]),
+        ("weight formats used", _v(c["weights"]["formats_used"])),
+        ("weight granularity", c["weights"]["granularity"]),
+        ("weights", "symmetric (zero point 0), int8 in [-127, 127] where int8"),
+        ("first layer", c["weights"]["first_layer"]), ("last layer", c["weights"]["last_layer"]),
+        ("binarized after training", _v(c["weights"]["binarized_after_training"])),
+        ("binary layers from training", _v(c["weights"]["binary_from_training"])),
+        ("activations", c["activations"]),
+        ("batchnorm", f"{c['batchnorm']['how']}: {_v(c['batchnorm']['folded'])}"),
+        ("calibration", _v(c["calibration"])),
+        ("rounding", c["rounding"]), ("requantization", c["requantization"]), ("bias", c["bias"]),
+        ("residual add", c["residual_add"]), ("pooling", _v(c["pooling"])), ("softmax", c["softmax"]),
+        ("pruning", _v(c["pruning"]) if isinstance(c["pruning"], str) else
+         "; ".join(_v({k: s.get(k) for k in ("method", "criterion", "macs_before", "macs_after", "params_before",
+                                             "params_after")}) for s in c["pruning"])),
+        ("training-time methods", _v(c["training_methods"])),
+        ("bit-exactness", _v(c["bit_exactness"])),
+    ]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", "## Measured", "", "| what | value |", "|---|---|"]
+    lines += [f"| {k} | {_v(v)} |" for k, v in m.items()]
+    lines += ["", "## Layers", "", "| layer | op | kernel | weights | granularity | in/out bits | MACs | weight bytes "
+              "| fused | folded BN |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for l in c["layers"]:
+        lines.append(f"| {l['name']} | {l['op']} | {l['kernel']} | {l.get('weight_format', '')} | "
+                     f"{l.get('granularity', '')} | {l['input_bits']}/{l['output_bits']} | {l['macs']} | "
+                     f"{l.get('weight_bytes', '')} | {l['fused_activation'] or ''} | {l['folded_batchnorm'] or ''} |")
+    notes = [f"- {l['name']}: {l['sparse_note']}" for l in c["layers"] if l.get("sparse_note")]
+    if notes:
+        lines += ["", "Sparse storage notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def write(folder: Path, card: dict):
+    folder = Path(folder)
+    (folder / "quantization_card.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
+    (folder / "quantization_card.md").write_text(card_md(card))
+
+
+def load(folder) -> dict:
+    from .errors import EdgepackError
+
+    p = Path(folder) / "quantization_card.json"
+    if not p.is_file():
+        raise EdgepackError(f"{folder}: no quantization_card.json; is it the output folder of edgepack build?")
+    try:
+        return json.loads(p.read_text())
+    except ValueError as e:
+        raise EdgepackError(f"{p}: not a readable card ({e})") from None
+
+
+# ---- comparing two builds ------------------------------------------------------------------------------
+def _flatten(x, prefix="") -> dict:
+    out = {}
+    if isinstance(x, dict):
+        for k, v in x.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(x, list) and x and all(isinstance(v, dict) and "name" in v for v in x):
+        for v in x:
+            out.update(_flatten({k: w for k, w in v.items() if k != "name"}, f"{prefix}[{v['name']}]"))
+    else:
+        out[prefix] = x
+    return out
+
+
+def diff(a: dict, b: dict, ignore=("command", "edgepack", "provenance")) -> list:
+    """[(field, value in a, value in b)] for every field that differs (layers matched by name)."""
+    fa = {k: v for k, v in _flatten(a).items() if k.split(".")[0].split("[")[0] not in ignore}
+    fb = {k: v for k, v in _flatten(b).items() if k.split(".")[0].split("[")[0] not in ignore}
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def diff_text(a: dict, b: dict, name_a: str, name_b: str) -> str:
+    rows = diff(a, b)
+    if not rows:
+        return f"the cards of {name_a} and {name_b} agree on every field\n"
+    w = max(len(r[0]) for r in rows)
+    lines = [f"{'field':{w}s} | {name_a} | {name_b}", "-" * (w + 3 + len(name_a) + 3 + len(name_b))]
+    for k, va, vb in rows:
+        lines.append(f"{k:{w}s} | {_v(va) if va is not None else '-'} | {_v(vb) if vb is not None else '-'}")
+    return "\n".join(lines) + "\n"
