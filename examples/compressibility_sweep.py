@@ -37,6 +37,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_common import ResidualCNN, accuracy, float_logits, mnist5k  # noqa: E402
 
+from edgepack import provenance  # noqa: E402
 from edgepack.compress.losses import compressibility_loss  # noqa: E402
 from edgepack.graph import Graph  # noqa: E402
 
@@ -145,6 +146,9 @@ def main(argv=None):
                "train_seconds": round(time.time() - t, 1)}
         path = out / f"model_lambda{lam:g}.pt2"
         torch.export.save(torch.export.export(model, (torch.from_numpy(xte[:1]),)), path)
+        if lam:
+            provenance.record(path, {"method": "compressibility loss", "paper": "Aytekin et al. 2019",
+                                     "lambda": lam, "per": "layer", "epochs": a.epochs, "seed": a.seed})
         reps = {}
         for fmt in ("int8", "sparse"):
             fw = out / f"fw_lambda{lam:g}_{fmt}"

@@ -4,7 +4,7 @@
 
 Trains the float model (about half a minute on 2 cores), saves it as .pt2 (torch.export) or .onnx, then runs
 
-    edgepack build model.pt2 --board BOARD --calib calib.npy -o OUT
+    edgepack build model.pt2 --board BOARD --calib calib.npy -o OUT --eval test.npz   (card: OUT/quantization_card.md)
     edgepack run OUT --input test_x.npy --raw emu.npy --on emulator     (boards with an emulator)
     edgepack run OUT --input test_x.npy --raw host.npy --on host
     edgepack run OUT --input test_x.npy --raw ref.npy --on reference

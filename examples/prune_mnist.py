@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_common import ResidualCNN, mnist5k, train  # noqa: E402
 
+from edgepack import provenance  # noqa: E402
 from edgepack.compress import prune_taylor as pt  # noqa: E402
 from edgepack.compress.channel_groups import channel_groups, graph_cost  # noqa: E402
 from edgepack.compress.torch_graph import TorchGraph, save_model  # noqa: E402
@@ -221,6 +222,12 @@ def main(argv=None):
     if a.board and 0.6 in pruned["taylor"]:
         ppath = out / "pruned_taylor_0.6.pt2"
         save_model(pruned["taylor"][0.6], ppath)
+        r06 = next(r for r in rows if r["criterion"] == "taylor" and r["target"] == 0.6)
+        provenance.record(ppath, {"method": "Taylor pruning", "paper": "Molchanov et al., CVPR 2019",
+                                  "criterion": "taylor", "target_macs": 0.6, "macs_before": macs0,
+                                  "macs_after": r06["macs"], "params_before": params0, "params_after": r06["params"],
+                                  "channels_after": r06["channels"], "schedule": results["schedule"],
+                                  "test_acc_after": r06["acc"]})
         calib = out / "calib.npy"
         np.save(calib, xtr[::20])
         fw = {}

@@ -46,7 +46,8 @@ def write(model_path, steps: list, extra: dict | None = None) -> Path:
 
 
 def record(model_path, step: dict, inherited_from=None) -> Path:
-    """Append ``step`` to the steps of ``inherited_from`` (the input model, if any) and write them as the
-    sidecar of ``model_path``."""
-    steps = read(inherited_from) if inherited_from is not None else read(model_path)
+    """Write the sidecar of a model file a tool has just written: the steps of ``inherited_from`` (the model
+    the tool started from, if it was a file) followed by ``step``. Any older sidecar of ``model_path`` is
+    replaced (it described the file's previous contents)."""
+    steps = read(inherited_from) if inherited_from is not None else []
     return write(model_path, steps + [step])
