@@ -113,7 +113,14 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     board = get_board(board_name)
     model_path = Path(model_path)
     out = Path(out) if out else Path(model_path.stem + "_" + board_name)
-    command = command or f"edgepack build {model_path} --board {board_name} -o {out}"
+    if not command:  # the CLI line that does the same (for API calls)
+        opts = [f"--calib {calib}" if calib is not None else "",
+                f"--input-shape {','.join(map(str, input_shape))}" if input_shape else "",
+                f"--weights {weights}" if weights != "int8" else "",
+                "--scale per-layer" if not per_channel else "",
+                "--layer-weights " + ",".join(f"{k}={v}" for k, v in layer_weights.items()) if layer_weights else "",
+                f"--eval {eval_data}" if eval_data is not None else ""]
+        command = " ".join([f"edgepack build {model_path} --board {board_name} -o {out}"] + [o for o in opts if o])
     timings = {}
 
     formats = ("int8", "binary", "sparse") + tuple(f"exp{b}" for b in range(2, 7))
