@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from edgepack.compress.binarize_recu import (BinaryConv2d, BinaryLinear, TauSchedule, binarize, binary_layers,
-                                             export_ready, quantile_clamp, recu_bounds, set_tau, sign_ste,
-                                             standardize_weight, train_binary)
+from edgepack.compress.binarize_recu import (BinaryConv2d, BinaryLinear, TauSchedule, act_std_norm, binarize,
+                                             binary_layers, export_ready, quantile_clamp, recu_bounds, set_tau,
+                                             sign_approx, sign_ste, standardize_weight, train_binary)
 
 
 class Net(nn.Module):
@@ -156,6 +156,149 @@ def test_alpha_per_channel():
             assert torch.equal(wb[c] > 0, m.latent_weight()[c] >= 0)
     with pytest.raises(ValueError):
         BinaryConv2d(1, 1, 1, method="xnor")
+
+
+# ---- official-recipe options: ApproxSign, act_norm, learned alpha -----------------------------------------
+def approxsign_F(x):
+    """Bi-Real's ApproxSign: 2x - x|x| for |x| <= 1, sign(x) outside (its derivative is max(0, 2 - 2|x|))."""
+    return torch.where(x.abs() <= 1, 2 * x - x * x.abs(), torch.sign(x))
+
+
+def test_approxsign_forward_and_gradient_numerically():
+    x = torch.tensor([-2.0, -1.0, -0.75, -0.3, -1e-3, 0.0, 0.2, 0.5, 0.999, 1.0, 1.7], dtype=torch.float64,
+                     requires_grad=True)
+    y = sign_approx(x)
+    assert y.tolist() == [-1, -1, -1, -1, -1, 1, 1, 1, 1, 1, 1]  # the forward is sign, sign(0) = +1
+    y.sum().backward()
+    assert torch.allclose(x.grad, (2 - 2 * x.detach().abs()).clamp_min(0))
+    # central differences of the smooth surrogate F away from its kinks (0 and +-1)
+    h = 1e-6
+    for v in (-1.5, -0.75, -0.3, 0.2, 0.5, 0.9, 1.7):
+        xv = torch.tensor([v], dtype=torch.float64, requires_grad=True)
+        sign_approx(xv).sum().backward()
+        num = (approxsign_F(torch.tensor(v + h, dtype=torch.float64))
+               - approxsign_F(torch.tensor(v - h, dtype=torch.float64))) / (2 * h)
+        assert float(xv.grad) == pytest.approx(float(num), abs=1e-6)
+
+
+def test_act_std_norm_matches_formula_and_keeps_sign():
+    torch.manual_seed(4)
+    x = (torch.randn(3, 4, 5, 5) * torch.tensor([0.3, 1.0, 4.0]).reshape(3, 1, 1, 1)).double()
+    x[0, 0, 0, 0] = 0.0
+    x.requires_grad_(True)
+    y = act_std_norm(x)
+    h = x.detach().clamp(-1, 1)
+    ref = h / torch.sqrt(h.var(dim=(1, 2, 3), keepdim=True) + 1e-5)
+    assert torch.allclose(y, ref)
+    assert torch.equal(y >= 0, x >= 0)
+    assert torch.autograd.gradcheck(act_std_norm, (x[:, :1, :3, :3].detach().clone().requires_grad_(True),))
+
+
+@pytest.mark.parametrize("act_norm", [False, True])
+def test_approxsign_layer_gradient(act_norm):
+    torch.manual_seed(5)
+    m = BinaryConv2d(3, 4, 3, padding=1, method="recu", tau=0.9, act_grad="approxsign", act_norm=act_norm).double()
+    x = (torch.randn(2, 3, 6, 6, dtype=torch.float64) * 0.7).requires_grad_(True)
+    m.train()
+    m(x).square().sum().backward()
+    # the same layer by hand: sign with the ApproxSign surrogate's gradient, on act_std_norm(x) if act_norm
+    x2 = x.detach().clone().requires_grad_(True)
+    a0 = act_std_norm(x2) if act_norm else x2
+    xb = approxsign_F(a0) + (torch.where(a0 >= 0, 1.0, -1.0) - approxsign_F(a0)).detach()
+    torch.nn.functional.conv2d(xb, m.binary_weight().detach(), m.bias.detach(), padding=1).square().sum().backward()
+    assert torch.allclose(x.grad, x2.grad)
+    # the forward is the same in train and eval mode and equals the plain sign layer's
+    m.eval()
+    with torch.no_grad():
+        y_eval = m(x)
+        m.train()
+        assert torch.equal(m(x), y_eval)
+
+
+def test_new_options_are_recu_only():
+    for kw in (dict(act_grad="approxsign"), dict(scale="learned"), dict(act_norm=True)):
+        with pytest.raises(ValueError):
+            BinaryConv2d(2, 2, 3, method="ste", **kw)
+        with pytest.raises(ValueError):
+            binarize(Net(), method="ste", example_input=X, **kw)
+    with pytest.raises(ValueError):
+        BinaryLinear(2, 2, act_grad="tanh")
+    with pytest.raises(ValueError):
+        BinaryLinear(2, 2, scale="mean")
+
+
+def test_learned_alpha_parameter_and_gradient():
+    torch.manual_seed(6)
+    m = BinaryConv2d(3, 5, 3, padding=1, bias=False, method="recu", tau=0.9, scale="learned")
+    assert isinstance(m.learned_alpha, nn.Parameter) and m.learned_alpha.shape == (5,)
+    assert any(p is m.learned_alpha for p in m.parameters())
+    assert ((m.learned_alpha >= 0) & (m.learned_alpha < 1)).all()  # U(0, 1), as the official torch.rand
+    x = torch.randn(2, 3, 5, 5)
+    y = m(x)
+    # the official form: the +-1 conv's output times alpha_c
+    with torch.no_grad():
+        ref = torch.nn.functional.conv2d(torch.where(x >= 0, 1.0, -1.0),
+                                         torch.where(m.latent_weight() >= 0, 1.0, -1.0), padding=1)
+        ref = ref * m.learned_alpha.reshape(1, -1, 1, 1)
+    assert torch.allclose(y, ref, atol=1e-5)
+    y.sum().backward()
+    assert torch.allclose(m.learned_alpha.grad, (ref / m.learned_alpha.detach().reshape(1, -1, 1, 1)).sum((0, 2, 3)),
+                          atol=1e-4)
+    assert m.weight.grad is not None and m.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("act_norm", [False, True])
+def test_export_learned_alpha_two_values_and_same_outputs(act_norm):
+    torch.manual_seed(7)
+    m, names = binarize(randomise_bn(Net()), example_input=X, quantile="laplace", act_grad="approxsign",
+                        scale="learned", act_norm=act_norm)
+    with torch.no_grad():  # some negative, some large, one tiny learned scale
+        m.c1.learned_alpha.copy_(torch.linspace(-1.5, 2.0, 12))
+        m.c2.learned_alpha[3] = 0.0
+    set_tau(m, 0.95)
+    m.eval()
+    x = torch.randn(4, 1, 16, 16)
+    dep = export_ready(m)
+    with torch.no_grad():
+        assert torch.allclose(dep(x), m(x), atol=1e-5)
+    infos = {d["name"]: d for d in binary_layers(dep)}
+    train_infos = {d["name"]: d for d in binary_layers(m)}
+    for name in names:
+        layer = m.get_submodule(name)
+        W = dep.get_submodule(name).weight
+        a = infos[name]["alpha"]
+        np.testing.assert_allclose(a, train_infos[name]["alpha"], rtol=1e-6)
+        with torch.no_grad():
+            alpha = layer.alpha()
+            np.testing.assert_allclose(a, alpha.abs().numpy(), rtol=1e-6)
+            wl = layer.latent_weight()
+        assert (a > 0).all()
+        for c in range(W.shape[0]):
+            vals = set(W[c].unique().tolist())
+            assert vals == {float(a[c]), -float(a[c])}, (name, c, vals)
+            # W = alpha_c * sign(w'), the learned alpha folded in (negative alpha flips the row)
+            s = 1.0 if float(alpha[c]) > 0 else -1.0
+            assert torch.equal(W[c] * s > 0, wl[c] >= 0)
+    ep = torch.export.export(dep, (x[:1],))
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets.count("aten.sign.default") == 3
+    with torch.no_grad():
+        assert torch.allclose(ep.module()(x[:1]), m(x[:1]), atol=1e-5)
+
+
+def test_train_binary_official_recipe_tiny():
+    torch.manual_seed(0)
+    x = torch.randn(96, 1, 16, 16).numpy()
+    y = (x.reshape(96, -1)[:, :128].mean(1) > 0).astype(np.int64) * 4
+    m, _ = binarize(Net(), example_input=X, quantile="laplace", act_grad="approxsign", scale="learned",
+                    act_norm=True)
+    a0 = m.c1.learned_alpha.detach().clone()
+    train_binary(m, x, y, epochs=2, batch=32, lr=1e-2, seed=0, progress=False)
+    assert not m.training and float(m.c1.tau) == pytest.approx(0.99)
+    assert not torch.equal(m.c1.learned_alpha.detach(), a0)  # the scale is trained
+    dep = export_ready(m)
+    with torch.no_grad():
+        assert torch.allclose(dep(torch.from_numpy(x[:8])), m(torch.from_numpy(x[:8])), atol=1e-5)
 
 
 # ---- surgery --------------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ Paper: Z. Xu, M. Lin, J. Liu, J. Chen, L. Shao, Y. Gao, Y. Tian, R. Ji, "ReCU: R
 Binary Neural Networks", ICCV 2021 (official code: github.com/z-hXu/ReCU).
 
 A binary layer computes ``conv(sign(x), alpha_c * sign(w'))`` (or ``linear``): 1-bit activations, 1-bit
-weights with one positive scale per output channel. Everywhere in this module sign(0) = +1, for weights and
-activations alike (``where(v >= 0, 1, -1)``, never ``torch.sign``, whose sign(0) is 0); edgepack's importer
-and integer kernels use the same convention.
+weights with one scale per output channel (exported as the two values +-|alpha_c|). Everywhere in this module
+sign(0) = +1, for weights and activations alike (``where(v >= 0, 1, -1)``, never ``torch.sign``, whose sign(0)
+is 0); edgepack's importer and integer kernels use the same convention.
 
 method="recu" (what the paper does to the latent float weights w of one layer, out-channel c):
 
@@ -30,16 +30,42 @@ method="recu" (what the paper does to the latent float weights w of one layer, o
    i.e. tau(t) = tau_start + (tau_end - tau_start) * (e^(t/T) - 1) / (e - 1): tau(0) = tau_start,
    tau(T) = tau_end, increasing, slowly first (the official code evaluates it once per epoch, t = epoch;
    ``train_binary`` evaluates it per optimizer step, same curve).
-4. Binary weight: w_b = alpha_c * sign(w'), alpha_c = mean_i |w'_{c,i}| (mean absolute value of the clamped
-   weights of output channel c, XNOR-Net's closed form; gradients flow through alpha_c). The official code
-   instead multiplies the conv output by a learnable per-channel alpha; edgepack uses the closed form, which
-   needs no extra parameter (either way the scale ends up inside the exported two-valued weights).
+4. Binary weight: w_b = alpha_c * sign(w'), one scale per output channel c, two choices (``scale``):
+   - ``scale="closed"`` (default): alpha_c = mean_i |w'_{c,i}| (mean absolute value of the clamped weights of
+     output channel c, XNOR-Net's closed form; gradients flow through alpha_c);
+   - ``scale="learned"`` (the official code): alpha_c is a free parameter (``learned_alpha``, shape (out,),
+     initialised U(0, 1) like the official ``torch.rand``), trained by backprop: d L/d alpha_c =
+     sum over channel c's outputs of g * (conv(x_b, sign(w')))_c. The official code multiplies the conv
+     output by alpha (its convs have no bias); here alpha multiplies the weight, conv(x_b, alpha_c *
+     sign(w')) + bias, which is the same thing without a bias and keeps the layer exportable as two-valued
+     weights: export folds the learned alpha_c into W. A learned alpha_c may become negative: W's row c then
+     holds -|alpha_c| where w' >= 0 and +|alpha_c| elsewhere (still exactly two values +-|alpha_c|);
+     |alpha_c| is kept >= 1e-8 (forward and export alike) so that a row never collapses to zeros.
    The weight sign has the identity straight-through estimator, d sign(w')/d w' = 1 (the official
    ``BinaryQuantize``); the clamp itself passes no gradient outside [Q(1-tau), Q(tau)].
-5. Activations: x_b = sign(x) with the straight-through estimator d x_b/d x = 1 where |x| <= 1, else 0
-   (BNN's clipped STE, i.e. the gradient of hardtanh). The official code uses Bi-Real's ApproxSign gradient
-   max(0, 2 - 2|x|) and divides the activations by their per-sample std during training only; neither
-   changes the forward pass, and this module keeps the plain clipped STE.
+5. Activations: x_b = sign(a0) (forward: sign(x), always), with one of two gradient estimators (``act_grad``)
+   - ``act_grad="clipped"`` (default): d x_b/d a0 = 1{|a0| <= 1} (BNN's clipped STE, hardtanh's gradient);
+   - ``act_grad="approxsign"`` (Bi-Real's ApproxSign, what the official code uses):
+         d x_b/d a0 = max(0, 2 - 2|a0|)
+     (the derivative of the piecewise quadratic F(a) = 2a - a|a| for |a| <= 1, sign(a) outside; zero for
+     |a0| >= 1, 2 at a0 = 0).
+   and a0 = x, or with ``act_norm=True`` (the official code) in training mode only
+         h = hardtanh(x) = clamp(x, -1, 1),   a0 = h / sqrt(var_n(h) + 1e-5)
+   with var_n the (unbiased) variance of sample n's whole activation tensor (dims 1.., as the official
+   ``a.var([1,2,3])``), differentiated through (not detached). The hardtanh is there because the official
+   models put one before every binary conv; edgepack's binary models may drop it (sign(hardtanh(x)) =
+   sign(x)), and hardtanh(hardtanh(x)) = hardtanh(x) makes it harmless where a model keeps it. Without
+   act_norm that hardtanh changes no gradient (both estimators vanish for |x| > 1) and is left out. In
+   eval mode a0 = x. Neither option changes the forward pass: sign(a0) = sign(x) (sign(0) = +1).
+   The official code also rescales the standardized weights by 2*sqrt(2) (see 1.); with the learned scale
+   that constant only rescales the gradient of the latent weights, which Adam (the optimizer used here)
+   does not see.
+
+Faithful official recipe: ``method="recu", quantile="laplace", scale="learned", act_grad="approxsign",
+act_norm=True`` with the exponential tau schedule 0.85 -> 0.99. The defaults (empirical quantiles, closed
+alpha, clipped STE, no act_norm) are kept for compatibility; all of these are options of method="recu" only.
+examples/mnist_binary.py compares the variants with the STE baseline over several seeds (its docstring has the
+numbers: on that small task none of them beats STE beyond noise).
 
 method="ste" (the BNN / XNOR-Net baseline): w_b = alpha_c * sign(w), alpha_c = mean_i |w_{c,i}|, identity STE
 for the weight sign, the same clipped STE for activations; no standardization, no clamp, no tau.
@@ -61,10 +87,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "TauSchedule", "binarize", "binary_layers", "export_ready",
-           "quantile_clamp", "set_tau", "sign_ste", "standardize_weight", "train_binary"]
+__all__ = ["BinaryConv2d", "BinaryLinear", "TauSchedule", "act_std_norm", "binarize", "binary_layers",
+           "export_ready", "quantile_clamp", "set_tau", "sign_approx", "sign_ste", "standardize_weight",
+           "train_binary"]
 
 METHODS = ("recu", "ste")
+ACT_GRADS = ("clipped", "approxsign")
+SCALES = ("closed", "learned")
 _ALPHA_MIN = 1e-8  # a channel of all-zero weights still gets a positive (if useless) scale
 
 
@@ -100,9 +129,37 @@ class _SignWeightSTE(torch.autograd.Function):
         return g
 
 
+class _SignActApprox(torch.autograd.Function):
+    """sign(x) with sign(0) = +1; backward: Bi-Real's ApproxSign gradient max(0, 2 - 2|x|)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _pm1(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (2 - 2 * x.abs()).clamp_min(0).to(g.dtype)
+
+
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
     """Binary activation: +1 where x >= 0 else -1; gradient 1 where |x| <= 1, 0 elsewhere."""
     return _SignActSTE.apply(x)
+
+
+def sign_approx(x: torch.Tensor) -> torch.Tensor:
+    """Binary activation: +1 where x >= 0 else -1; gradient max(0, 2 - 2|x|) (Bi-Real's ApproxSign)."""
+    return _SignActApprox.apply(x)
+
+
+def act_std_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The official ReCU training-time activation normalisation, with the hardtanh its models put before
+    every binary conv: h = clamp(x, -1, 1), h / sqrt(var_n(h) + eps), var_n over each sample's dims 1..
+    (unbiased, differentiable). Positive per-sample factor, so the sign of the result is sign(x)."""
+    h = torch.clamp(x, -1.0, 1.0)
+    dims = tuple(range(1, x.dim()))
+    return h / torch.sqrt(h.var(dim=dims, keepdim=True) + eps)
 
 
 def sign_weight_ste(w: torch.Tensor) -> torch.Tensor:
@@ -151,17 +208,45 @@ def quantile_clamp(w_hat: torch.Tensor, tau: float, quantile: str = "empirical")
 
 
 # ---- layers ----------------------------------------------------------------------------------------------
-class _BinaryMixin:
-    """Shared weight path of BinaryConv2d / BinaryLinear. Attributes: method, quantile, buffer tau."""
+def _check_options(method: str, quantile: str, act_grad: str, scale: str, act_norm: bool) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if quantile not in ("empirical", "laplace"):
+        raise ValueError(f"quantile must be 'empirical' or 'laplace', got {quantile!r}")
+    if act_grad not in ACT_GRADS:
+        raise ValueError(f"act_grad must be one of {ACT_GRADS}, got {act_grad!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if method == "ste" and (act_grad != "clipped" or scale != "closed" or act_norm):
+        raise ValueError("act_grad, scale and act_norm are options of method='recu'; method='ste' is the plain "
+                         "BNN / XNOR-Net baseline (clipped STE, closed-form alpha, no act_norm)")
 
-    def _init_binary(self, method: str, tau: float, quantile: str):
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if quantile not in ("empirical", "laplace"):
-            raise ValueError(f"quantile must be 'empirical' or 'laplace', got {quantile!r}")
+
+class _BinaryMixin:
+    """Shared weight path of BinaryConv2d / BinaryLinear. Attributes: method, quantile, act_grad, scale,
+    act_norm, buffer tau, and with scale='learned' the parameter learned_alpha (shape (out,))."""
+
+    def _init_binary(self, method: str, tau: float, quantile: str, act_grad: str = "clipped",
+                     scale: str = "closed", act_norm: bool = False):
+        _check_options(method, quantile, act_grad, scale, act_norm)
         self.method = method
         self.quantile = quantile
+        self.act_grad = act_grad
+        self.scale = scale
+        self.act_norm = bool(act_norm)
         self.register_buffer("tau", torch.tensor(float(tau)))
+        if scale == "learned":
+            w = self.weight
+            self.learned_alpha = nn.Parameter(torch.rand(w.shape[0], device=w.device, dtype=w.dtype))
+        else:
+            self.learned_alpha = None
+
+    def binary_input(self, x: torch.Tensor) -> torch.Tensor:
+        """sign(x) (sign(0) = +1) with the layer's activation gradient estimator (and, in training mode with
+        act_norm, the official per-sample std normalisation in front of it)."""
+        if self.act_norm and self.training:
+            x = act_std_norm(x)
+        return sign_approx(x) if self.act_grad == "approxsign" else sign_ste(x)
 
     def set_tau(self, tau: float) -> None:
         """Set ReCU's tau (ignored by method='ste')."""
@@ -176,7 +261,11 @@ class _BinaryMixin:
         return quantile_clamp(standardize_weight(self.weight), float(self.tau), self.quantile)
 
     def alpha(self, w_latent: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-output-channel scale alpha_c = mean_i |w'_{c,i}|, shape (out,)."""
+        """Per-output-channel scale, shape (out,): alpha_c = mean_i |w'_{c,i}| (scale='closed', > 0), or the
+        learned parameter with |alpha_c| kept >= 1e-8 (scale='learned'; may be negative)."""
+        if self.scale == "learned":
+            a = self.learned_alpha
+            return torch.where(a.abs() >= _ALPHA_MIN, a, _pm1(a) * _ALPHA_MIN)
         w = self.latent_weight() if w_latent is None else w_latent
         return w.abs().reshape(w.shape[0], -1).mean(dim=1).clamp_min(_ALPHA_MIN)
 
@@ -187,30 +276,35 @@ class _BinaryMixin:
         return a * sign_weight_ste(w)
 
     def extra_repr(self):
-        tail = f", tau={float(self.tau):.4f}, quantile={self.quantile}" if self.method == "recu" else ""
+        tail = (f", tau={float(self.tau):.4f}, quantile={self.quantile}, act_grad={self.act_grad}, "
+                f"scale={self.scale}, act_norm={self.act_norm}") if self.method == "recu" else ""
         return super().extra_repr() + f", method={self.method}{tail}"
 
 
 class BinaryConv2d(_BinaryMixin, nn.Conv2d):
-    """Conv2d with 1-bit input and weights: conv(sign_ste(x), alpha_c * sign(w')) + bias.
+    """Conv2d with 1-bit input and weights: conv(sign(x), alpha_c * sign(w')) + bias (gradient estimators and
+    alpha per the options, see the module docstring).
 
     Zero padding pads the binarized input with 0 (not +-1), as F.conv2d does; edgepack's binary kernels
     handle such padding exactly."""
 
-    def __init__(self, *args, method: str = "recu", tau: float = 0.85, quantile: str = "empirical", **kw):
+    def __init__(self, *args, method: str = "recu", tau: float = 0.85, quantile: str = "empirical",
+                 act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False, **kw):
         super().__init__(*args, **kw)
         if self.padding_mode != "zeros":
             raise ValueError("BinaryConv2d supports padding_mode='zeros' only")
-        self._init_binary(method, tau, quantile)
+        self._init_binary(method, tau, quantile, act_grad, scale, act_norm)
 
     def forward(self, x):
-        return self._conv_forward(sign_ste(x), self.binary_weight(), self.bias)
+        return self._conv_forward(self.binary_input(x), self.binary_weight(), self.bias)
 
     @classmethod
-    def from_float(cls, m: nn.Conv2d, method: str = "recu", tau: float = 0.85, quantile: str = "empirical"):
+    def from_float(cls, m: nn.Conv2d, method: str = "recu", tau: float = 0.85, quantile: str = "empirical",
+                   act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False):
         b = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
                 dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
-                method=method, tau=tau, quantile=quantile, device=m.weight.device, dtype=m.weight.dtype)
+                method=method, tau=tau, quantile=quantile, act_grad=act_grad, scale=scale, act_norm=act_norm,
+                device=m.weight.device, dtype=m.weight.dtype)
         with torch.no_grad():
             b.weight.copy_(m.weight)
             if m.bias is not None:
@@ -220,19 +314,23 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
 
 
 class BinaryLinear(_BinaryMixin, nn.Linear):
-    """Linear with 1-bit input and weights: linear(sign_ste(x), alpha_c * sign(w')) + bias."""
+    """Linear with 1-bit input and weights: linear(sign(x), alpha_c * sign(w')) + bias (options as
+    BinaryConv2d)."""
 
-    def __init__(self, *args, method: str = "recu", tau: float = 0.85, quantile: str = "empirical", **kw):
+    def __init__(self, *args, method: str = "recu", tau: float = 0.85, quantile: str = "empirical",
+                 act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False, **kw):
         super().__init__(*args, **kw)
-        self._init_binary(method, tau, quantile)
+        self._init_binary(method, tau, quantile, act_grad, scale, act_norm)
 
     def forward(self, x):
-        return F.linear(sign_ste(x), self.binary_weight(), self.bias)
+        return F.linear(self.binary_input(x), self.binary_weight(), self.bias)
 
     @classmethod
-    def from_float(cls, m: nn.Linear, method: str = "recu", tau: float = 0.85, quantile: str = "empirical"):
+    def from_float(cls, m: nn.Linear, method: str = "recu", tau: float = 0.85, quantile: str = "empirical",
+                   act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False):
         b = cls(m.in_features, m.out_features, bias=m.bias is not None, method=method, tau=tau,
-                quantile=quantile, device=m.weight.device, dtype=m.weight.dtype)
+                quantile=quantile, act_grad=act_grad, scale=scale, act_norm=act_norm,
+                device=m.weight.device, dtype=m.weight.dtype)
         with torch.no_grad():
             b.weight.copy_(m.weight)
             if m.bias is not None:
@@ -284,7 +382,8 @@ def _execution_order(model: nn.Module, example_input, names: list) -> list:
 
 def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu",
              skip: Iterable[str] | None = None, example_input=None, tau: float = 0.85,
-             quantile: str = "empirical"):
+             quantile: str = "empirical", act_grad: str = "clipped", scale: str = "closed",
+             act_norm: bool = False):
     """Replace the model's nn.Conv2d / nn.Linear modules by BinaryConv2d / BinaryLinear in place.
 
     Weights and biases are copied. With ``first_last_int8`` (default) the first and the last layer stay full
@@ -296,10 +395,13 @@ def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu
     Also left alone: names in ``skip``, grouped (depthwise) convolutions (no binary grouped kernel), and
     convolutions with a padding_mode other than 'zeros'.
 
+    ``tau``, ``quantile``, ``act_grad``, ``scale``, ``act_norm``: the layers' options (module docstring; all
+    but tau's value are ReCU options, and method='ste' accepts only their defaults).
+
     Returns ``(model, names)`` with the names of the binarized modules, in the order used.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_options(method, quantile, act_grad, scale, act_norm)
+    opts = dict(method=method, tau=tau, quantile=quantile, act_grad=act_grad, scale=scale, act_norm=act_norm)
     skip = set(skip or ())
     cands = [n for n, m in model.named_modules()
              if type(m) in (nn.Conv2d, nn.Linear) and n]
@@ -315,9 +417,9 @@ def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu
         if isinstance(m, nn.Conv2d):
             if m.groups != 1 or m.padding_mode != "zeros":
                 continue
-            new = BinaryConv2d.from_float(m, method=method, tau=tau, quantile=quantile)
+            new = BinaryConv2d.from_float(m, **opts)
         else:
-            new = BinaryLinear.from_float(m, method=method, tau=tau, quantile=quantile)
+            new = BinaryLinear.from_float(m, **opts)
         _set_submodule(model, name, new)
         done.append(name)
     return model, done
@@ -447,7 +549,8 @@ class DeployBinaryLinear(nn.Module):
 
 @torch.no_grad()
 def _materialise(m) -> torch.Tensor:
-    """W = alpha_c * where(w' >= 0, +1, -1): entries exactly +alpha_c or -alpha_c (alpha_c > 0)."""
+    """W = alpha_c * where(w' >= 0, +1, -1): entries exactly +alpha_c or -alpha_c (|alpha_c| >= 1e-8; a
+    learned alpha_c is folded in as it is, negative included), the weight the training forward uses."""
     w = m.latent_weight()
     a = m.alpha(w)
     return (a.reshape((-1,) + (1,) * (w.dim() - 1)) * _pm1(w)).contiguous()
@@ -457,7 +560,8 @@ def export_ready(model: nn.Module) -> nn.Module:
     """A deploy copy (eval mode) for torch.export / ONNX: every BinaryConv2d / BinaryLinear becomes
     DeployBinaryConv2d / DeployBinaryLinear computing ``F.conv2d(torch.sign(x), W_const, bias_const, ...)``
     (or ``F.linear``), W_const a buffer whose entries are exactly +alpha_c or -alpha_c per output channel
-    (the trained binary weight at the layer's current tau, zeros of w' mapped to +alpha_c). The exported
+    (the trained binary weight at the layer's current tau, zeros of w' mapped to +alpha_c; a learned alpha
+    is folded into W, so the row holds +-|alpha_c|). The exported
     graph of such a layer is: sign -> conv (or linear) with two-valued weights -> bias. ``model`` itself is
     left unchanged."""
     dep = copy.deepcopy(model).eval()
@@ -480,12 +584,12 @@ def export_ready(model: nn.Module) -> nn.Module:
 def binary_layers(model: nn.Module) -> list:
     """The binary layers of a training model (BinaryConv2d / BinaryLinear) or of its export_ready() copy,
     in module order: a list of dicts {name, kind ("conv2d" | "linear"), method, tau (None for ste),
-    alpha (float32 numpy array, one scale per output channel)}."""
+    alpha (float32 numpy array, one scale per output channel: |alpha_c|, the magnitude of W's row c)}."""
     out = []
     for name, m in model.named_modules():
         if isinstance(m, _BINARY):
             with torch.no_grad():
-                a = m.alpha()
+                a = m.alpha().abs()
             kind = "conv2d" if isinstance(m, BinaryConv2d) else "linear"
             tau = float(m.tau) if m.method == "recu" else None
         elif isinstance(m, (DeployBinaryConv2d, DeployBinaryLinear)):
