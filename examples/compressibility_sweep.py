@@ -19,6 +19,25 @@ weights stored as sparse rows in the layers where that is smaller). Measured per
 
 Writes results.json and compressibility.png (four panels against lambda).
 --quick: two lambdas, 1 epoch, host only (CI smoke run).
+
+Measured (2026-11-26, one thread, width 8, 8 epochs, seed 0, cortex-m7; instructions on the MPS2 AN500 emulator;
+`python examples/compressibility_sweep.py --lambdas 0,1e-3,3e-3,1e-2,3e-2,1e-1,3e-1`, 50 s):
+
+| lambda | float acc | int8 acc | zeros | entropy (bits) | zlib B | int8 weights B | sparse weights B | flash int8 B | flash sparse B | instr. int8 | instr. sparse |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+| 0 | 96.40 | 96.30 | 1.2 % | 7.22 | 9383 | 10216 | 10216 | 16124 | 16124 | 4343129 | 4343129 |
+| 0.001 | 96.40 | 96.30 | 19.1 % | 5.66 | 7710 | 10216 | 9397 | 16124 | 15372 | 4343215 | 4396772 |
+| 0.003 | 96.40 | 96.20 | 37.5 % | 4.80 | 6828 | 10216 | 7840 | 16124 | 13880 | 4342950 | 5351067 |
+| 0.01 | 95.90 | 95.80 | 65.0 % | 3.14 | 4854 | 10216 | 5037 | 16124 | 11144 | 4342662 | 5398319 |
+| 0.03 | 95.40 | 95.40 | 81.5 % | 1.87 | 3155 | 10216 | 3367 | 16124 | 9472 | 4344406 | 4948071 |
+| 0.1 | 94.40 | 93.80 | 87.9 % | 1.26 | 2121 | 10216 | 2727 | 16124 | 8832 | 4343636 | 5214802 |
+| 0.3 | 85.20 | 84.50 | 92.7 % | 0.81 | 1302 | 10216 | 1632 | 16124 | 7740 | 4342340 | 4807930 |
+
+The loss does what the paper says: zeros rise and entropy falls monotonically with lambda; up to lambda 0.003
+the int8 accuracy stays within 0.1 point, at 0.01 within 0.5 point with 65 % zeros and half the weight bytes.
+The sparse storage (bitmask rows in most layers here) comes within 5-25 % of zlib -9 on the same weights and
+cuts flash by 31 % at lambda 0.01; the price is speed: the bitmask kernels test a bit per weight and run
+11-24 % more instructions than the dense int8 kernels.
 """
 
 from __future__ import annotations

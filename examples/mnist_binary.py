@@ -207,6 +207,12 @@ def main(argv=None):
         torch.export.save(ep, out / "mnist_binary.pt2")
         results["alpha"] = {d["name"]: [float(d["alpha"].min()), float(d["alpha"].max())]
                             for d in binary_layers(dep)}
+        from edgepack import provenance
+        provenance.record(out / "mnist_binary.pt2", {
+            "method": "ReCU binarization", "paper": "Xu et al., ICCV 2021", "binary_layers": results["binary_layers"],
+            "seed": seeds[0], "epochs": epochs, "tau": [a.tau_start, a.tau_end], "quantile": a.quantile,
+            "act_grad": a.act_grad, "scale": a.scale, "act_norm": a.act_norm,
+            "test_acc_pytorch": results["acc"]["recu_export"]})
         print(f"wrote {out / 'mnist_binary.pt2'} (ReCU, seed {seeds[0]}; binary layers: "
               f"{', '.join(results['binary_layers'])})")
         if a.board:
@@ -215,7 +221,8 @@ def main(argv=None):
             from edgepack.runners import run
 
             fw = out / f"mnist_binary_{a.board}"
-            rep = build(out / "mnist_binary.pt2", a.board, fw, calib=out / "calib.npy")
+            np.savez(out / "test.npz", x=xte, y=yte)
+            rep = build(out / "mnist_binary.pt2", a.board, fw, calib=out / "calib.npy", eval_data=out / "test.npz")
             targets = (["emulator"] if get_board(a.board).get("emulator") else []) + ["host"]
             raws = {}
             for on in targets:

@@ -18,6 +18,32 @@ weight magnitude, one fine-tuning budget), and what 40 % fewer MACs does to the 
    outputs must equal them bit for bit).
 
 --quick: a width-8 model, 1 epoch, one target (0.6), a short schedule and 20 emulator images (CI smoke run).
+
+Measured (2026-11-26, `python examples/prune_mnist.py`, one thread, about 60 s; width 16, 8 epochs, seed 0):
+unpruned 97.30 % test accuracy, 1,257,536 MACs, 25,130 parameters; groups [stem conv + residual conv] 16,
+[block conv] 16, [strided conv] 32 (the classifier is fixed).
+Spearman with the true importance (64 filters): Taylor FO 0.739, SO 0.676, weight magnitude -0.109 (estimates
+from training minibatches); against |loss change| 0.745 / 0.682; FO / SO estimated on the held-out images
+themselves 0.740 / 0.841. The paper reports > 0.93 on ImageNet networks; on this small, well-fit net the
+gradients on training data are small and noisy.
+
+| criterion | target MACs | MACs removed | params removed | accuracy | vs unpruned |
+|---|---|---|---|---|---|
+| taylor | 0.80 | 21.4 % | 34.4 % | 97.50 % | +0.20 |
+| taylor | 0.60 | 42.1 % | 50.1 % | 97.60 % | +0.30 |
+| taylor | 0.40 | 61.7 % | 64.6 % | 97.30 % | +0.00 |
+| taylor | 0.25 | 76.9 % | 75.4 % | 96.80 % | -0.50 |
+| taylor | 0.15 | 86.8 % | 78.4 % | 97.00 % | -0.30 |
+| magnitude | 0.80 | 21.0 % | 19.1 % | 97.40 % | +0.10 |
+| magnitude | 0.60 | 41.2 % | 45.3 % | 97.20 % | -0.10 |
+| magnitude | 0.40 | 61.3 % | 62.3 % | 97.10 % | -0.20 |
+| magnitude | 0.25 | 77.5 % | 73.6 % | 96.70 % | -0.60 |
+| magnitude | 0.15 | 85.3 % | 86.3 % | 96.20 % | -1.10 |
+
+Before the final fine-tuning the gap is wide (at 0.25 of the MACs: Taylor 84.3 %, magnitude 64.1 %); the same
+final fine-tuning closes most of it. cortex-m7 (MPS2 AN500 emulator), unpruned -> Taylor at 0.6: flash
+31,556 -> 18,740 B, RAM 24,752 -> 20,832 B, instructions per inference 11,660,713 -> 7,678,183 (0.658; MACs
+0.579), int8 accuracy 97.4 -> 97.7 % (host, 1,000 images; emulator == host bit for bit).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ WEIGHTED = {"conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8
 _FORMAT_TEXT = {
     "int8": "int8",
     "binary": "binary (1 bit)",
-    "sparse-csr": "int8, sparse CSR rows",
-    "sparse-bitmask": "int8, sparse bitmask rows",
+    "sparse-csr": "int8 in sparse CSR rows",
+    "sparse-bitmask": "int8 in sparse bitmask rows",
 }
 
 
