@@ -35,7 +35,10 @@ BOARDS = {"cortex-m7": 8, "cortex-m33": 5, "rpi4": 5, "rpi-armhf": 5}
 def test_board_equals_reference(board, op, tmp_path_factory):
     b = require_board_tools(board)
 
-    @settings(max_examples=BOARDS[board], deadline=None, derandomize=True, database=None,
+    # the sparse-weight ops are the int8 arithmetic with another weight walk: fewer examples per board
+    n = min(BOARDS[board], 4) if op.endswith(("_csr", "_bitmask")) else BOARDS[board]
+
+    @settings(max_examples=n, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(CASES[op])
     def check(case):
