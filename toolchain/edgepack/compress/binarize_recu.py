@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from typing import Iterable
 
 import numpy as np
@@ -448,61 +447,58 @@ class TauSchedule:
         return self.A * math.exp(t / self.total_steps) + self.B
 
 
-def train_binary(model: nn.Module, x, y, epochs: int = 4, batch: int = 64, lr: float = 3e-3,
+def train_binary(model: nn.Module, x, y=None, epochs: int = 4, batch: int = 64, lr: float = 3e-3,
                  method: str | None = None, seed: int = 0, progress: bool = True, tau_start: float = 0.85,
-                 tau_end: float = 0.99, sched: str = "cosine", weight_decay: float = 0.0) -> nn.Module:
+                 tau_end: float = 0.99, sched: str = "cosine", weight_decay: float = 0.0,
+                 checkpoint: str | None = None, checkpoint_every: int | None = None,
+                 on_step=None) -> nn.Module:
     """Train ``model`` (binary or float) with Adam and a per-step LR schedule; return it in eval mode.
 
-    ``x``, ``y``: numpy arrays or tensors (inputs, int64 labels). ``method``: "recu" schedules tau on every
-    ReCU layer per optimizer step, t = 0 .. T-1 mapped onto [0, T] so that the last step trains at tau_end
-    (which the model keeps afterwards); "ste" and "float" schedule nothing; None picks "recu" when the
-    model has ReCU layers. ``sched``: "cosine" (cosine annealing to 0 over all steps) or "onecycle"
-    (torch's OneCycleLR, as examples/mnist_common.train). Loss: cross entropy. Progress per epoch on stderr.
-    The same seed gives the same batch order whatever the model, so models compare on one budget.
+    ``x``, ``y``: numpy arrays or tensors (inputs, int64 labels); or ``x`` a Dataset / DataLoader of (input,
+    label) and ``y`` None. ``method``: "recu" schedules tau on every ReCU layer per optimizer step, t = 0 .. T-1
+    mapped onto [0, T] so that the last step trains at tau_end (which the model keeps afterwards); "ste" and
+    "float" schedule nothing; None picks "recu" when the model has ReCU layers. ``sched``: "cosine" (cosine
+    annealing to 0 over all steps) or "onecycle" (torch's OneCycleLR, as examples/mnist_common.train). Loss:
+    cross entropy. Progress per epoch on stderr. The same seed gives the same batch order whatever the model,
+    so models compare on one budget.
+
+    Runs through :func:`edgepack.compress.distributed.train_loop`: one process by default; under ``torchrun``
+    data-parallel (DDP, DistributedSampler; ``batch`` is per rank, global batch = batch x world size). tau
+    comes from the global step, the same on every rank. ``checkpoint``: a path rank 0 writes every
+    ``checkpoint_every`` steps (default every epoch) and that a restarted run resumes from (same seed and world
+    size: the same final weights as an uninterrupted run). ``on_step(step, steps, module)``: called before
+    every optimizer step, after tau is set.
     """
+    from . import distributed as D
+
     has_recu = any(isinstance(m, _BINARY) and m.method == "recu" for m in model.modules())
     if method is None:
         method = "recu" if has_recu else "float"
     if method not in ("recu", "ste", "float"):
         raise ValueError(f"method must be 'recu', 'ste', 'float' or None, got {method!r}")
-    torch.manual_seed(seed)
-    xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-    yt = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(y))
-    gen = torch.Generator().manual_seed(seed)
-    per_epoch = (len(xt) + batch - 1) // batch
-    steps = max(1, epochs * per_epoch)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if sched == "cosine":
-        lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    elif sched == "onecycle":
-        lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    else:
+    if sched not in ("cosine", "onecycle"):
         raise ValueError(f"sched must be 'cosine' or 'onecycle', got {sched!r}")
-    taus = TauSchedule(tau_start, tau_end, steps) if method == "recu" else None
-    model.train()
-    step = 0
-    for ep in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        total, correct = 0.0, 0
-        for i in range(0, len(xt), batch):
-            if taus is not None:
-                tau = taus(step * steps / max(steps - 1, 1))
-                set_tau(model, tau)
-            idx = perm[i:i + batch]
-            opt.zero_grad()
-            out = model(xt[idx])
-            loss = F.cross_entropy(out, yt[idx])
-            loss.backward()
-            opt.step()
-            lr_sched.step()
-            step += 1
-            total += float(loss.detach()) * len(idx)
-            correct += int((out.argmax(1) == yt[idx]).sum())
-        if progress:
-            tail = f", tau {tau:.4f}" if taus is not None else ""
-            print(f"[{method}] epoch {ep + 1}/{epochs}: loss {total / len(xt):.4f}, "
-                  f"train acc {correct / len(xt):.4f}{tail}", file=sys.stderr, flush=True)
-    if taus is not None:
+    data = x if y is None else (x, y)
+    state = {}
+
+    def step_hook(step, steps, module):
+        if method == "recu":
+            if "taus" not in state:
+                state["taus"] = TauSchedule(tau_start, tau_end, steps)
+            state["tau"] = state["taus"](step * steps / max(steps - 1, 1))
+            set_tau(module, state["tau"])
+        if on_step is not None:
+            on_step(step, steps, module)
+
+    def report(rec):
+        tail = f", tau {state['tau']:.4f}" if "tau" in state else ""
+        return f"[{method}] epoch {rec['epoch']}/{epochs}: loss {rec['loss']:.4f}, train acc {rec['acc']:.4f}{tail}"
+
+    model, _ = D.train_loop(model, data, F.cross_entropy, epochs=epochs, batch=batch, lr=lr, seed=seed,
+                            scheduler=sched, on_step=step_hook, weight_decay=weight_decay,
+                            checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
+                            progress=progress, tag=method, report=report)
+    if method == "recu":
         set_tau(model, tau_end)
     return model.eval()
 

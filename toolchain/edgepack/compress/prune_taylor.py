@@ -31,6 +31,14 @@ remove the ``per_step`` lowest-scoring channels globally (never a group's last `
 shrink the graph (:func:`~edgepack.compress.channel_groups.remove_channels`: new, smaller tensors), repeat until
 the MACs (and / or parameters) fall to the target fraction, then fine-tune ``finetune_epochs`` epochs.
 
+Data-parallel (``torchrun --nproc_per_node N``, :mod:`edgepack.compress.distributed`): :func:`prune` and
+:func:`finetune` train through DistributedDataParallel, ``batch`` is per rank (global batch = batch x N; every
+global batch is the one-process batch of N x batch examples, each rank taking every N-th of them), the Taylor
+scores accumulated on every rank are averaged over the ranks (all-reduce) before ranking, and the removal
+decision is checked to be the same on every rank, so every rank removes the same filters and ends with the same
+pruned model; batchnorm running statistics are averaged over the ranks before each graph rebuild. Only rank 0
+prints.
+
 True importance (:func:`true_importance`, the paper's oracle): the increase of the held-out loss when a channel
 alone is removed (its gates set to zero), which :func:`spearman` compares with the estimates.
 
@@ -56,6 +64,7 @@ from torch import nn
 
 from ..errors import EdgepackError, load_labelled_npz
 from ..graph import Graph
+from . import distributed as D
 from .channel_groups import channel_groups, cost_model, graph_cost, remove_channels
 from .torch_graph import TorchGraph
 
@@ -98,7 +107,15 @@ def _tensors(x, y=None):
 
 
 def _batches(n, batch, gen):
+    """Minibatches of a fresh permutation; on N ranks (same generator state on all) each global batch holds
+    N x batch examples of which this rank takes every N-th (DistributedSampler's split)."""
     perm = torch.randperm(n, generator=gen)
+    ws = D.world_size()
+    if ws > 1:
+        rank, gb = torch.distributed.get_rank(), batch * ws
+        for i in range(0, n - gb + 1 if n >= gb else 1, gb):
+            yield perm[i:i + gb][rank::ws]
+        return
     for i in range(0, n - batch + 1 if n >= batch else 1, batch):
         yield perm[i:i + batch]
 
@@ -144,6 +161,15 @@ class _Scores:
             self.sum[t] += v
         self.count += 1
 
+    def all_reduce(self) -> None:
+        """Mean over the ranks (no-op in one process): every rank then ranks the same scores."""
+        if D.world_size() > 1:
+            keys = list(self.sum)
+            red = D.all_reduce_mean([self.sum[t] for t in keys] + [float(self.count)])
+            self.sum = dict(zip(keys, red[:-1]))
+            self.sum = D.broadcast_object(self.sum)  # rank 0's copy, bit for bit, on every rank
+            self.count = red[-1]
+
     def by_group(self, normalize: str = "none") -> dict:
         out = {}
         for gr in self.groups:
@@ -159,7 +185,8 @@ def gate_derivatives(net: TorchGraph, groups, x, y, order: int = 1):
     order 1). L is the minibatch's mean cross-entropy; the loss keeps its autograd graph (the caller may
     back-propagate it into the weights). The Hessian diagonal is exact: one double-backward pass per entry."""
     gates = {t: torch.ones(n, dtype=x.dtype, requires_grad=True) for t, n in _gate_sizes(groups).items()}
-    net.gates = gates
+    inner = D.unwrap(net)  # a DDP wrapper runs the forward; the gates live on the TorchGraph inside
+    inner.gates = gates
     try:
         loss = _loss(net, x, y)
         names = list(gates)
@@ -175,7 +202,7 @@ def gate_derivatives(net: TorchGraph, groups, x, y, order: int = 1):
                     h[m] = torch.autograd.grad(gr[m], gates[t], retain_graph=True)[0][m].double()
                 second[t] = h
     finally:
-        net.gates = {}
+        inner.gates = {}
     return loss, first, second
 
 
@@ -295,10 +322,12 @@ def finetune(net: TorchGraph, x, y, epochs: float = 1.0, batch: int = 64, lr: fl
     """Fine-tune ``net`` with Adam and a cosine learning rate over ``epochs`` (fractions allowed); eval mode
     afterwards."""
     xt, yt = _tensors(x, y)
-    per_epoch = max(1, len(xt) // batch)
+    per_epoch = max(1, len(xt) // (batch * D.world_size()))
     steps = int(round(epochs * per_epoch))
     if steps <= 0:
         return net.eval()
+    progress = progress and D.is_main()
+    model, net = net, D.wrap(net)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed)
@@ -318,7 +347,8 @@ def finetune(net: TorchGraph, x, y, epochs: float = 1.0, batch: int = 64, lr: fl
                       file=sys.stderr, flush=True)
             if step >= steps:
                 break
-    return net.eval()
+    D.sync_buffers(model)
+    return model.eval()
 
 
 @dataclass
@@ -398,6 +428,7 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
     gen = torch.Generator().manual_seed(seed)
     step = 0
     t0 = time.time()
+    progress = progress and D.is_main()
     if x_val is not None and progress:
         vl, va = evaluate(net, x_val, y_val)
         print(f"[prune {criterion}] start: MACs {macs0}, params {params0}, val loss {vl:.4f}, val acc {va:.4f}",
@@ -411,6 +442,7 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
         n_prunable = sum(gr.size for gr in cands)
         k = per_step or max(1, int(round(0.03 * n_prunable)))
         # fine-tune step_batches minibatches, accumulating the Taylor scores from the same backward passes
+        ddp = D.wrap(net)  # DDP on several ranks, the net itself in one process
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         acc = _Scores(groups)
         net.train()
@@ -421,13 +453,13 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
             for idx in _batches(len(xt), batch, gen):
                 opt.zero_grad()
                 if criterion == "magnitude":
-                    loss = _loss(net, xt[idx], yt[idx])
+                    loss = _loss(ddp, xt[idx], yt[idx])
                 else:
                     use_order = order if (order == 1 or done < so_batches) else None
                     if use_order is None:
-                        loss = _loss(net, xt[idx], yt[idx])
+                        loss = _loss(ddp, xt[idx], yt[idx])
                     else:
-                        loss, s = _gate_step(net, groups, xt[idx], yt[idx], use_order)
+                        loss, s = _gate_step(ddp, groups, xt[idx], yt[idx], use_order)
                         acc.add(s)
                 loss.backward()
                 opt.step()
@@ -436,6 +468,8 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
                 if done >= step_batches:
                     break
         net.eval()
+        D.sync_buffers(net)
+        acc.all_reduce()
         scores = magnitude_importance(net, groups, normalize) if criterion == "magnitude" \
             else acc.by_group(normalize)
         ranked = sorted((float(scores[gr.id][c]), gr.id, c) for gr in cands for c in range(gr.size))
@@ -449,6 +483,7 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
             counts[gid] -= 1
             if sum(len(v) for v in drop.values()) >= k or reached(*cost(counts)):
                 break
+        D.check_same(sorted((gid, sorted(v)) for gid, v in drop.items()), "the channels to remove")
         cur = net.to_graph()
         byid = {gr.id: gr for gr in groups}
         for gid, chans in drop.items():
@@ -461,7 +496,7 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
         step += 1
         entry = {"step": step, "removed": {", ".join(byid[i].producers): len(v) for i, v in drop.items()},
                  "macs": res.macs, "params": res.params, "macs_fraction": res.macs / ref_macs,
-                 "train_loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 1)}
+                 "train_loss": float(D.all_reduce_mean(float(np.mean(losses)))), "seconds": round(time.time() - t0, 1)}
         if x_val is not None:
             entry["val_loss"], entry["val_acc"] = evaluate(net, x_val, y_val)
         res.history.append(entry)
@@ -516,6 +551,8 @@ def prune_file(model, data, output, target_macs=None, target_params=None, val=No
     t0 = time.time()
     res = prune(g, x, y, target_macs=target_macs, target_params=target_params, x_val=xv, y_val=yv, **kw)
     after = evaluate(res.net, xv, yv) if xv is not None else None
+    if not D.is_main():  # under torchrun every rank holds the same pruned model; rank 0 writes it
+        return {"output": str(output), **res.summary()}
     save_model(res.net, output)
     info = {"command": command, "model": str(model), "data": str(data), "output": str(output),
             "target_macs": target_macs, "target_params": target_params, **res.summary(),
