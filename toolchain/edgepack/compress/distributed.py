@@ -367,7 +367,8 @@ class _BatchSampler:
 def loader(data, batch: int = 64, seed: int = 0, epoch: int = 0, shuffle: bool = True,
            drop_last: bool = False) -> DataLoader:
     """A DataLoader over this rank's shard: ``data`` is (x, y) arrays / tensors, a Dataset, or a DataLoader
-    (rebuilt over its dataset; its collate_fn, num_workers and pin_memory are kept, its sampler is replaced).
+    (rebuilt over its dataset with ``batch``: its collate_fn, num_workers and pin_memory are kept, its sampler
+    and batch size are replaced).
     ``batch`` is the per-rank batch (global batch = batch x world size). The sampler is an
     :class:`EpochSampler` (a DistributedSampler; one process runs it with one replica), so the global batches
     do not depend on the world size; ``loader.edgepack_sampler.set_epoch(e)`` reshuffles (as

@@ -551,9 +551,6 @@ def prune_file(model, data, output, target_macs=None, target_params=None, val=No
     t0 = time.time()
     res = prune(g, x, y, target_macs=target_macs, target_params=target_params, x_val=xv, y_val=yv, **kw)
     after = evaluate(res.net, xv, yv) if xv is not None else None
-    if not D.is_main():  # under torchrun every rank holds the same pruned model; rank 0 writes it
-        return {"output": str(output), **res.summary()}
-    save_model(res.net, output)
     info = {"command": command, "model": str(model), "data": str(data), "output": str(output),
             "target_macs": target_macs, "target_params": target_params, **res.summary(),
             "validation": (str(val) if val else f"{holdout:.0%} of {data} held out (seed {kw.get('seed', 0)})")
@@ -562,6 +559,9 @@ def prune_file(model, data, output, target_macs=None, target_params=None, val=No
             "val_loss_after": after and after[0], "val_acc_after": after and after[1],
             "seconds": round(time.time() - t0, 1), "history": res.history,
             "settings": {k: v for k, v in kw.items() if isinstance(v, (int, float, str, type(None)))}}
+    if not D.is_main():  # under torchrun every rank holds the same pruned model; rank 0 writes it
+        return info
+    save_model(res.net, output)
     from .. import provenance
 
     step = {"method": "Taylor pruning", "paper": "Molchanov et al., CVPR 2019",
