@@ -7,7 +7,8 @@ and, started by ``torchrun --nproc_per_node N`` (one node or many), runs data-pa
 calling code:
 
 * :func:`dist_env` reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` that torchrun sets and, when
-  ``WORLD_SIZE > 1``, initialises the default process group (``nccl`` when CUDA is available, else ``gloo``).
+  ``WORLD_SIZE > 1``, initialises the default process group (``nccl`` with one GPU per rank when the node has
+  enough GPUs, else ``gloo`` on CPU).
 * :func:`wrap` puts the model in :class:`torch.nn.parallel.DistributedDataParallel` (gradients averaged over
   the ranks in the backward pass). Batchnorm: on CUDA the model's ``nn.BatchNorm*`` layers become
   ``nn.SyncBatchNorm`` (batch statistics over the global batch; :func:`unwrap` turns them back). On CPU /
@@ -39,6 +40,8 @@ Launch (see README, "Training on several processes / GPUs / nodes")::
 
 from __future__ import annotations
 
+import atexit
+import datetime
 import hashlib
 import inspect
 import io
@@ -76,22 +79,37 @@ class DistEnv:
 
 def dist_env() -> DistEnv:
     """This process's (rank, world size, local rank, device), from torchrun's environment variables (one process:
-    0, 1, 0). With ``WORLD_SIZE > 1`` the default process group is initialised here if it is not yet (nccl on
-    CUDA, gloo on CPU; rendezvous from torchrun's ``MASTER_ADDR`` / ``MASTER_PORT``)."""
+    0, 1, 0). With ``WORLD_SIZE > 1`` the default process group is initialised here if it is not yet: nccl, one
+    GPU per rank, when the node has at least as many GPUs as ranks (``LOCAL_WORLD_SIZE``), else gloo on CPU
+    (rendezvous from torchrun's ``MASTER_ADDR`` / ``MASTER_PORT``). One process keeps the model where it is."""
     if tdist.is_available() and tdist.is_initialized():
         rank, ws = tdist.get_rank(), tdist.get_world_size()
         local = int(os.environ.get("LOCAL_RANK", rank))
+        cuda = tdist.get_backend() == "nccl"
     else:
         ws = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        local_ws = int(os.environ.get("LOCAL_WORLD_SIZE", str(ws)))
+        cuda = ws > 1 and torch.cuda.is_available() and torch.cuda.device_count() >= local_ws
         if ws > 1:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            if backend == "nccl":
+            if cuda:
                 torch.cuda.set_device(local)
-            tdist.init_process_group(backend)
-    dev = torch.device("cuda", local) if (ws > 1 and torch.cuda.is_available()) else torch.device("cpu")
+            tdist.init_process_group("nccl" if cuda else "gloo")
+            atexit.register(_close)  # a group left open can abort the process at exit (gloo's threads)
+    dev = torch.device("cuda", local) if (ws > 1 and cuda) else torch.device("cpu")
     return DistEnv(rank, ws, local, dev)
+
+
+def _close() -> None:
+    """At exit: wait (briefly) for the other ranks, then close the group this module opened."""
+    if tdist.is_available() and tdist.is_initialized():
+        try:
+            if tdist.get_backend() == "gloo":
+                tdist.monitored_barrier(timeout=datetime.timedelta(seconds=20))
+            tdist.destroy_process_group()
+        except Exception:  # another rank is gone: nothing left to close cleanly
+            pass
 
 
 def _ready() -> bool:
