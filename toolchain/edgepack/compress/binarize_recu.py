@@ -102,18 +102,21 @@ def _pm1(v: torch.Tensor) -> torch.Tensor:
     return torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v))
 
 
-class _SignActSTE(torch.autograd.Function):
-    """sign(x) with sign(0) = +1; backward: the clipped straight-through estimator 1{|x| <= 1}."""
+class _SignAct(torch.autograd.Function):
+    """sign(x) with sign(0) = +1; backward: the clipped straight-through estimator 1{|x| <= 1}, or with
+    ``approx`` Bi-Real's ApproxSign gradient max(0, 2 - 2|x|)."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, approx: bool):
         ctx.save_for_backward(x)
+        ctx.approx = approx
         return _pm1(x)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return g * (x.abs() <= 1).to(g.dtype)
+        d = (2 - 2 * x.abs()).clamp_min(0) if ctx.approx else (x.abs() <= 1)
+        return g * d.to(g.dtype), None
 
 
 class _SignWeightSTE(torch.autograd.Function):
@@ -128,28 +131,14 @@ class _SignWeightSTE(torch.autograd.Function):
         return g
 
 
-class _SignActApprox(torch.autograd.Function):
-    """sign(x) with sign(0) = +1; backward: Bi-Real's ApproxSign gradient max(0, 2 - 2|x|)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return _pm1(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (2 - 2 * x.abs()).clamp_min(0).to(g.dtype)
-
-
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
     """Binary activation: +1 where x >= 0 else -1; gradient 1 where |x| <= 1, 0 elsewhere."""
-    return _SignActSTE.apply(x)
+    return _SignAct.apply(x, False)
 
 
 def sign_approx(x: torch.Tensor) -> torch.Tensor:
     """Binary activation: +1 where x >= 0 else -1; gradient max(0, 2 - 2|x|) (Bi-Real's ApproxSign)."""
-    return _SignActApprox.apply(x)
+    return _SignAct.apply(x, True)
 
 
 def act_std_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
