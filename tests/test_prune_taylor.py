@@ -253,3 +253,37 @@ def test_cli_prune_errors_leave_output_alone(cli_files, tmp_path):
                             "-o", out), "missing.pt2")
     assert out.read_text() == "keep me"
     assert not (tmp_path / "pruned.pt2.json").exists()
+
+
+def test_prune_resumes_from_its_checkpoint_to_the_same_model(resdw_graph, tmp_path, monkeypatch):
+    """A run that dies after its second pruning step (right after the checkpoint is written) and is started
+    again with the same checkpoint ends with exactly the model of a run never interrupted."""
+    from edgepack.compress import distributed as D
+
+    x, y = _toy_data(256)
+    kw = dict(target_macs=0.45, step_batches=3, batch=32, per_step=2, finetune_epochs=0.5, progress=False)
+    full = pt.prune(resdw_graph, x, y, **kw)
+    assert len(full.history) >= 3
+    ck = tmp_path / "prune.ckpt"
+    real, calls = D.checkpoint, []
+
+    def dying(path, state):
+        real(path, state)
+        calls.append(state["step"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(D, "checkpoint", dying)
+    with pytest.raises(KeyboardInterrupt):
+        pt.prune(resdw_graph, x, y, checkpoint=ck, **kw)
+    monkeypatch.setattr(D, "checkpoint", real)
+    resumed = pt.prune(resdw_graph, x, y, checkpoint=ck, **kw)
+    def steps(r):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in r.history]
+
+    assert calls == [1, 2] and steps(resumed) == steps(full)
+    for name, t in full.graph.tensors.items():
+        if t.data is not None:
+            assert np.array_equal(resumed.graph.tensors[name].data, t.data), name
+    with pytest.raises(EdgepackError, match="another pruning run"):
+        pt.prune(resdw_graph, x, y, checkpoint=ck, **{**kw, "target_macs": 0.5})

@@ -96,7 +96,7 @@ def cmd_prune(a):
     r = prune_file(a.model, a.data, a.output, a.target_macs, a.target_params, val=a.val, holdout=a.holdout,
                    input_shape=a.input_shape, command=cmd, criterion=a.criterion, per_step=a.per_step,
                    step_batches=a.step_batches, batch=a.batch, lr=a.lr, finetune_epochs=a.finetune_epochs,
-                   seed=a.seed)
+                   seed=a.seed, checkpoint=a.checkpoint)
     acc = (f"; validation accuracy {r['val_acc_before']:.4f} -> {r['val_acc_after']:.4f}"
            if r["val_acc_before"] is not None else "")
     print(f"pruned {a.model} -> {a.output}: MACs {r['macs_before']} -> {r['macs']} "
@@ -174,6 +174,8 @@ def parser():
     pr.add_argument("--batch", type=int, default=64)
     pr.add_argument("--lr", type=float, default=1e-3)
     pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--checkpoint", help="file written after every pruning step; rerunning the same command "
+                    "resumes after the last completed step")
     pr.add_argument("--input-shape", type=_shape, help="input shape, e.g. 1,1,28,28 (for .pt files)")
     pr.set_defaults(func=cmd_prune)
     f = sub.add_parser("flash", help="program a real board (pyOCD, Cortex-M)")

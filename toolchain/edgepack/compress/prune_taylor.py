@@ -382,11 +382,16 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
           criterion: str = "taylor", per_step: int | None = None, step_batches: int = 20, batch: int = 64,
           lr: float = 1e-3, finetune_epochs: float = 1.0, x_val=None, y_val=None, min_channels: int = 1,
           so_batches: int = 4, normalize: str = "none", seed: int = 0, progress: bool = True,
-          input_shape=None, reference_cost: tuple | None = None) -> PruneResult:
+          input_shape=None, reference_cost: tuple | None = None, checkpoint=None) -> PruneResult:
     """Iterative pruning of ``model`` (path, nn.Module, TorchGraph or Graph) on training data (x, y) until its
     MACs are at most ``target_macs`` times the original (and / or its parameters at most ``target_params``
     times), then ``finetune_epochs`` of fine-tuning. ``reference_cost`` = (macs, params) the fractions refer to
-    (default: the model's own). See the module docstring; progress goes to stderr."""
+    (default: the model's own). See the module docstring; progress goes to stderr.
+
+    ``checkpoint``: a file written (atomically, by rank 0) after every pruning step with the pruned graph, the
+    step, the history and the RNG states; a run started with an existing checkpoint of the same settings and
+    world size resumes after its last step and ends with the same model as a run never interrupted (each step
+    starts a fresh optimizer, so the step boundary holds the whole state; the final fine-tuning is redone)."""
     if criterion not in CRITERIA:
         raise EdgepackError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
     if target_macs is None and target_params is None:
@@ -429,6 +434,25 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
     step = 0
     t0 = time.time()
     progress = progress and D.is_main()
+    settings = {"model_fingerprint": g.fingerprint(), "data": len(xt), "target_macs": target_macs,
+                "target_params": target_params, "criterion": criterion, "per_step": per_step,
+                "step_batches": step_batches, "batch": batch, "lr": lr, "min_channels": min_channels,
+                "so_batches": so_batches, "normalize": normalize, "seed": seed, "reference_cost": [ref_macs, ref_params]}
+    if checkpoint is not None:
+        st = D.resume(checkpoint)
+        if st is not None:
+            if st.get("settings") != settings:
+                diff = sorted(k for k in settings if st.get("settings", {}).get(k) != settings[k])
+                raise EdgepackError(f"{checkpoint}: a checkpoint of another pruning run (differs in "
+                                    f"{', '.join(diff)}); remove it or give another --checkpoint")
+            g, step, res.history = st["graph"], st["step"], st["history"]
+            gen.set_state(st["gen"])
+            D._set_rng_state(st["rng"][D.dist_env().rank])
+            net = TorchGraph(g)
+            res.macs, res.params = graph_cost(g)
+            if progress:
+                print(f"[prune {criterion}] resumed from {checkpoint} after step {step}: MACs {res.macs}, "
+                      f"params {res.params}", file=sys.stderr, flush=True)
     if x_val is not None and progress:
         vl, va = evaluate(net, x_val, y_val)
         print(f"[prune {criterion}] start: MACs {macs0}, params {params0}, val loss {vl:.4f}, val acc {va:.4f}",
@@ -500,6 +524,9 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
         if x_val is not None:
             entry["val_loss"], entry["val_acc"] = evaluate(net, x_val, y_val)
         res.history.append(entry)
+        if checkpoint is not None:
+            D.checkpoint(checkpoint, {"graph": g, "step": step, "history": res.history, "gen": gen.get_state(),
+                                      "settings": settings})
         if progress:
             tail = f", val acc {entry['val_acc']:.4f}" if "val_acc" in entry else ""
             print(f"[prune {criterion}] step {step}: removed {sum(len(v) for v in drop.values())} channels, "
