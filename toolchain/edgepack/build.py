@@ -243,8 +243,7 @@ def measure(folder: Path, g, board: dict, elf, x_cal, evaluation, report) -> dic
         out["instructions_min_max"] = [int(ins.min()), int(ins.max())]
         out["instructions_measured_on"] = f"{board.get('emulator')} -icount, {len(ins)} input(s)"
         per = emulator["layer_instructions"].mean(axis=0)
-        compute = [l for l in report["layers"]]
-        for l, v in zip(compute, per):
+        for l, v in zip(report["layers"], per):
             l["instructions"] = float(v)
     if evaluation:
         xe, ye, source = evaluation

@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-
-WEIGHTED = {"conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp", "dwconv2d_exp",
-            "dense_exp", "conv2d_s8_csr", "dense_s8_csr", "conv2d_s8_bitmask", "dense_s8_bitmask"}
+from .build import WEIGHTED_OPS  # the ops with weights: one list for the report and the card
 
 _FORMAT_TEXT = {
     "int8": "int8",
@@ -66,7 +64,7 @@ def layer_rows(q, report) -> list:
                "input_zero_point": x.quant.zero_point if x.quant else None,
                "output_zero_point": y.quant.zero_point if y.quant else None,
                "fused_activation": n.attrs.get("fused_activation"), "folded_batchnorm": n.attrs.get("folded_bn")}
-        if n.op in WEIGHTED:
+        if n.op in WEIGHTED_OPS:
             row.update({"weight_format": _fmt(n), "granularity": _granularity(n, meta),
                         "weights_symmetric": True, "scale_type": _scale_type(n),
                         "weight_bytes": rep[n.name]["weight_bytes"],

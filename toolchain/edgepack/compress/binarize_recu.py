@@ -236,6 +236,15 @@ class _BinaryMixin:
             x = act_std_norm(x)
         return sign_approx(x) if self.act_grad == "approxsign" else sign_ste(x)
 
+    def _copy_float(self, m):
+        """Take the float layer ``m``'s weight, bias and train / eval mode; returns self."""
+        with torch.no_grad():
+            self.weight.copy_(m.weight)
+            if m.bias is not None:
+                self.bias.copy_(m.bias)
+        self.train(m.training)
+        return self
+
     def set_tau(self, tau: float) -> None:
         """Set ReCU's tau (ignored by method='ste')."""
         if not 0.5 <= float(tau) <= 1.0:
@@ -287,18 +296,12 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
         return self._conv_forward(self.binary_input(x), self.binary_weight(), self.bias)
 
     @classmethod
-    def from_float(cls, m: nn.Conv2d, method: str = "recu", tau: float = 0.85, quantile: str = "empirical",
-                   act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False):
-        b = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
-                method=method, tau=tau, quantile=quantile, act_grad=act_grad, scale=scale, act_norm=act_norm,
-                device=m.weight.device, dtype=m.weight.dtype)
-        with torch.no_grad():
-            b.weight.copy_(m.weight)
-            if m.bias is not None:
-                b.bias.copy_(m.bias)
-        b.train(m.training)
-        return b
+    def from_float(cls, m: nn.Conv2d, **opts):
+        """A binary copy of ``m`` (its weights and bias, train / eval mode); ``opts`` as the constructor's
+        (method, tau, quantile, act_grad, scale, act_norm)."""
+        return cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                   dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
+                   device=m.weight.device, dtype=m.weight.dtype, **opts)._copy_float(m)
 
 
 class BinaryLinear(_BinaryMixin, nn.Linear):
@@ -314,17 +317,10 @@ class BinaryLinear(_BinaryMixin, nn.Linear):
         return F.linear(self.binary_input(x), self.binary_weight(), self.bias)
 
     @classmethod
-    def from_float(cls, m: nn.Linear, method: str = "recu", tau: float = 0.85, quantile: str = "empirical",
-                   act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False):
-        b = cls(m.in_features, m.out_features, bias=m.bias is not None, method=method, tau=tau,
-                quantile=quantile, act_grad=act_grad, scale=scale, act_norm=act_norm,
-                device=m.weight.device, dtype=m.weight.dtype)
-        with torch.no_grad():
-            b.weight.copy_(m.weight)
-            if m.bias is not None:
-                b.bias.copy_(m.bias)
-        b.train(m.training)
-        return b
+    def from_float(cls, m: nn.Linear, **opts):
+        """A binary copy of ``m`` (options as BinaryConv2d.from_float)."""
+        return cls(m.in_features, m.out_features, bias=m.bias is not None, device=m.weight.device,
+                   dtype=m.weight.dtype, **opts)._copy_float(m)
 
 
 _BINARY = (BinaryConv2d, BinaryLinear)

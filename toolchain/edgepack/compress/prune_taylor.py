@@ -68,8 +68,8 @@ from . import distributed as D
 from .channel_groups import channel_groups, cost_model, graph_cost, remove_channels
 from .torch_graph import TorchGraph
 
-__all__ = ["CRITERIA", "PruneResult", "as_graph", "evaluate", "finetune", "gate_derivatives", "importance",
-           "load_npz", "magnitude_importance", "prune", "prune_file", "spearman", "taylor_importance",
+__all__ = ["CRITERIA", "PruneResult", "as_graph", "evaluate", "finetune", "gate_derivatives",
+           "magnitude_importance", "prune", "prune_file", "spearman", "taylor_importance",
            "true_importance"]
 
 CRITERIA = ("taylor", "taylor2", "magnitude")
@@ -284,15 +284,6 @@ def true_importance(net: TorchGraph, groups, x, y, batch: int = 500, progress: b
             print(f"[oracle] {done}/{total} channels", file=sys.stderr, flush=True)
         out[gr.id] = d
     return out
-
-
-def importance(net, groups, criterion, x=None, y=None, **kw) -> dict:
-    """Scores per group by ``criterion`` ("taylor", "taylor2" or "magnitude")."""
-    if criterion == "magnitude":
-        return magnitude_importance(net, groups, kw.get("normalize", "none"))
-    if criterion not in CRITERIA:
-        raise EdgepackError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
-    return taylor_importance(net, groups, x, y, order=1 if criterion == "taylor" else 2, **kw)
 
 
 def spearman(a, b) -> float:
@@ -510,10 +501,8 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
         D.check_same(sorted((gid, sorted(v)) for gid, v in drop.items()), "the channels to remove")
         cur = net.to_graph()
         byid = {gr.id: gr for gr in groups}
-        for gid, chans in drop.items():
-            gr = byid[gid]
-            cur = remove_channels(cur, gr, chans)
-            # group ids/sizes of the other groups are unchanged; refresh this one's size for later removals
+        for gid, chans in drop.items():  # groups are disjoint: each removal leaves the others' indices valid
+            cur = remove_channels(cur, byid[gid], chans)
         g = cur
         net = TorchGraph(g)
         res.macs, res.params = graph_cost(g)
@@ -541,11 +530,6 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
 
 
 # ---- files in, file out (the `edgepack prune` command) ------------------------------------------------------
-def load_npz(path, option: str = "--data"):
-    """(x float32, y int64) from an .npz holding arrays ``x`` and ``y``, or a one-line error."""
-    return load_labelled_npz(path, option)
-
-
 def prune_file(model, data, output, target_macs=None, target_params=None, val=None, holdout: float = 0.1,
                input_shape=None, command: str | None = None, **kw) -> dict:
     """Prune the model file ``model`` on ``data`` (.npz with x, y) and write ``output`` (.pt2 or .onnx) and
@@ -559,9 +543,9 @@ def prune_file(model, data, output, target_macs=None, target_params=None, val=No
     output = Path(output)
     if output.suffix.lower() not in (".pt2", ".onnx"):
         raise EdgepackError(f"{output}: the output model must be .pt2 or .onnx")
-    x, y = load_npz(data)
+    x, y = load_labelled_npz(data)
     if val is not None:
-        xv, yv = load_npz(val, "--val")
+        xv, yv = load_labelled_npz(val, "--val")
     elif holdout and holdout > 0:
         perm = np.random.default_rng(kw.get("seed", 0)).permutation(len(x))
         nv = max(1, int(round(holdout * len(x))))

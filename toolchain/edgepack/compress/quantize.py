@@ -198,16 +198,16 @@ def _exp_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
                         f"exponent level (worst case {bound} >= 2^31 for K = {w_ohwi[0].size}); use int8 for it")
 
 
-def _sparse_layer(q, n, op, wk, pre, attrs):
+def _sparse_layer(op, wk, attrs):
     """``--weights sparse``: store an int8 conv / dense layer's weights in whichever of dense int8, CSR and
     bitmask rows (pack/sparse.py) takes the fewest bytes; a layer left dense says why in
-    ``attrs["sparse_note"]`` (depthwise layers always stay dense). Returns (op, weight tensors)."""
+    ``attrs["sparse_note"]`` (depthwise layers always stay dense). Returns (op, [(tensor suffix, array)])."""
     from ..pack import sparse
 
-    wname = f"{pre}_w"
+    dense = (op, [("w", wk)])
     if op not in ("conv2d_s8", "dense_s8"):
         attrs["sparse_note"] = "kept dense int8: no sparse kernel for depthwise convolution"
-        return op, [wname]
+        return dense
     nnz = int(np.count_nonzero(wk))
     sizes = sparse.encoded_bytes(wk)
     enc = sparse.choose(wk)
@@ -216,15 +216,10 @@ def _sparse_layer(q, n, op, wk, pre, attrs):
         attrs["sparse_note"] = (f"kept dense int8: {sizes['dense']} B dense against "
                                 + ", ".join(f"{sizes[k]} B {k}" for k in ("csr", "bitmask") if k in sizes)
                                 + f" at density {nnz / max(wk.size, 1):.3f}")
-        return op, [wname]
-    arrays = sparse.pack(wk, enc)
-    quant = q.tensors.pop(wname).quant
-    second = "widx" if enc == "csr" else "wmask"
-    ts = [q.add_const(f"{pre}_wval", arrays[0]), q.add_const(f"{pre}_{second}", arrays[1]),
-          q.add_const(f"{pre}_wptr", arrays[2])]
-    q.tensors[ts[0]].quant = quant
+        return dense
+    values, second, rowptr = sparse.pack(wk, enc)
     attrs.update(wshape=tuple(int(v) for v in wk.shape), weight_format=f"sparse-{enc}")
-    return f"{op}_{enc}", ts
+    return f"{op}_{enc}", [("wval", values), ("widx" if enc == "csr" else "wmask", second), ("wptr", rowptr)]
 
 
 def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_formats: dict | None = None) -> Graph:
@@ -341,10 +336,9 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
                 wk = codes
                 attrs.update(bits=bits, top=top, wshape=tuple(wf.shape), exp_levels=levels, w_scale=ws.tolist(),
                              weight_format=fmt)
-            wts = [q.add_const(f"{pre}_w", np.ascontiguousarray(wk))]
-            q.tensors[f"{pre}_w"].quant = QParams(ws, 0, 0)
-            if fmt == "sparse":
-                op, wts = _sparse_layer(q, n, op, wk, pre, attrs)
+            op, warrays = _sparse_layer(op, wk, attrs) if fmt == "sparse" else (op, [("w", wk)])
+            wts = [q.add_const(f"{pre}_{k}", np.ascontiguousarray(v)) for k, v in warrays]
+            q.tensors[wts[0]].quant = QParams(ws, 0, 0)
             ins = [x, *wts, q.add_const(f"{pre}_bias", bq), q.add_const(f"{pre}_mult", mult),
                    q.add_const(f"{pre}_shift", shift)]
             q.add_node(op, n.name, ins, [final], **attrs)
