@@ -54,40 +54,24 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mnist_common import ResidualCNN, accuracy, float_logits, mnist5k  # noqa: E402
+from mnist_common import ResidualCNN, accuracy, float_logits, mnist5k, train  # noqa: E402
 
 from edgepack import provenance  # noqa: E402
 from edgepack.compress.losses import compressibility_loss  # noqa: E402
 from edgepack.graph import Graph  # noqa: E402
 
 
-def train(lam, xtr, ytr, width, epochs, seed, lr=3e-3, batch=64):
-    torch.manual_seed(seed)
+def train_with_loss(lam, xtr, ytr, width, epochs, seed):
+    """mnist_common.train (whole minibatches only) on cross-entropy + lam * compressibility_loss."""
+    torch.manual_seed(seed)  # the same initialisation for every lambda
     model = ResidualCNN(width)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * (len(xtr) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    for ep in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        ce_sum = c_sum = 0.0
-        for i in range(0, len(xt) - batch + 1, batch):
-            idx = perm[i:i + batch]
-            opt.zero_grad()
-            ce = F.cross_entropy(model(xt[idx]), yt[idx])
-            comp = compressibility_loss(model, 1.0)
-            loss = ce + lam * comp if lam else ce
-            loss.backward()
-            opt.step()
-            sched.step()
-            ce_sum += float(ce.detach())
-            c_sum += float(comp.detach())
-        n = len(xt) // batch
-        print(f"  [lambda {lam:g}] epoch {ep + 1}/{epochs}: cross-entropy {ce_sum / n:.4f}, "
-              f"compressibility {c_sum / n:.1f}", file=sys.stderr, flush=True)
-    return model.eval()
+
+    def loss_fn(m, xb, yb):
+        ce = F.cross_entropy(m(xb), yb)
+        return ce + lam * compressibility_loss(m, 1.0) if lam else ce
+
+    print(f"  [lambda {lam:g}]", file=sys.stderr, flush=True)
+    return train(model, xtr, ytr, epochs=epochs, seed=seed, loss_fn=loss_fn, drop_last=True)
 
 
 def int8_weights(out: Path) -> list:
@@ -160,7 +144,7 @@ def main(argv=None):
     t_all = time.time()
     for lam in lambdas:
         t = time.time()
-        model = train(lam, xtr, ytr, a.width, a.epochs, a.seed)
+        model = train_with_loss(lam, xtr, ytr, a.width, a.epochs, a.seed)
         row = {"lambda": lam, "float_acc": accuracy(float_logits(model, xte), yte),
                "train_seconds": round(time.time() - t, 1)}
         path = out / f"model_lambda{lam:g}.pt2"

@@ -93,7 +93,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mnist_common import ResidualCNN, mnist5k  # noqa: E402
+from mnist_common import ResidualCNN, mnist5k, train  # noqa: E402
 
 from edgepack.compress.symmetric_head import (ArcMarginLoss, CosineHead, SymmetricHead,  # noqa: E402
                                               class_centre_cosines)
@@ -137,29 +137,14 @@ def make_net(backbone: str, head: str, loss: str, seed: int) -> Net:
 
 def train_run(net: Net, loss_kind: str, x, y, epochs: int, seed: int, batch: int = 64, lr: float = 3e-3):
     """mnist_common.train's schedule with a choice of loss; returns the mean training loss of every epoch."""
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    gen = torch.Generator().manual_seed(seed)
-    steps = epochs * ((len(x) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     arc = ArcMarginLoss(scale=SCALE, margin=MARGIN)
+
+    def loss_fn(m, xb, yb):
+        f = m.backbone(xb)
+        return arc(m.head.cosine(f), yb) if loss_kind == "arc" else F.cross_entropy(m.head(f), yb)
+
     curve = []
-    net.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for i in range(0, len(x), batch):
-            idx = perm[i:i + batch]
-            opt.zero_grad()
-            f = net.backbone(xt[idx])
-            loss = arc(net.head.cosine(f), yt[idx]) if loss_kind == "arc" else F.cross_entropy(net.head(f), yt[idx])
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-        curve.append(total / len(x))
-    net.eval()
+    train(net, x, y, epochs=epochs, batch=batch, lr=lr, seed=seed, progress=False, loss_fn=loss_fn, curve=curve)
     return curve
 
 
