@@ -28,7 +28,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "toolchain")]
 
-from edgepack.build import WEIGHTED_OPS, build  # noqa: E402
+from edgepack.build import build  # noqa: E402
+from edgepack.report import WEIGHTED_OPS  # noqa: E402
 from edgepack.runners import run  # noqa: E402
 
 # name, description, module factory, input shape (model layout), CMSIS-NN instructions per inference

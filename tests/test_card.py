@@ -116,7 +116,14 @@ def test_eval_on_the_emulator_with_instructions(files, tmp_path):
     r = _build(files, tmp_path / "m7", board="cortex-m7", eval_data=files / "eval.npz")
     m = r["measured"]
     assert m["built_accuracy_measured_on"].startswith("emulator")
-    assert m["bit_exact"] == "reference == host == emulator on 64 evaluation input(s): True"
+    checks = {(c["inputs"].split(" (")[0], tuple(c["targets"])): c for c in m["bit_exact_checks"]}
+    n_cal = len(np.load(files / "calib.npy"))
+    assert checks[("evaluation", ("reference", "host"))]["count"] == 64
+    assert checks[("evaluation", ("reference", "emulator"))]["count"] == 64
+    assert checks[("calibration", ("reference", "host"))]["count"] == n_cal  # the whole batch
+    assert checks[("calibration", ("reference", "emulator"))]["count"] == min(16, n_cal)
+    assert all(c["equal"] for c in m["bit_exact_checks"]) and m["bit_exact"].endswith(": True")
+    assert m["bit_exact"].startswith("reference == host on 64 evaluation input(s); reference == emulator on 64 ")
     stats = {}
     y, _ = run(tmp_path / "m7", np.load(files / "eval.npz")["x"][:4], on="emulator", stats=stats)
     assert m["instructions_min_max"][0] <= stats["instructions"].min() <= m["instructions_min_max"][1]
@@ -137,9 +144,9 @@ def test_cli_card(files, tmp_path):
     two = edgepack("card", tmp_path / "a", tmp_path / "b")
     assert two.returncode == 0 and "weights.granularity" in two.stdout and "per-layer" in two.stdout
     one_line_error(edgepack("card", tmp_path / "nothing"), "quantization_card.json")
-    (tmp_path / "keep").mkdir()
-    (tmp_path / "keep" / "mine.txt").write_text("mine")
+    keep = tmp_path / "a"  # an earlier build: a failing --eval leaves it as it was
+    before = {p: p.read_bytes() for p in keep.rglob("*") if p.is_file()}
     np.savez(tmp_path / "bad.npz", x=np.zeros((2,) + SHAPE[1:], np.float32))
     one_line_error(edgepack("build", files / "m.pt2", "--board", "host", "--calib", files / "calib.npy", "-o",
-                            tmp_path / "keep", "--eval", tmp_path / "bad.npz"), "bad.npz", "y")
-    assert (tmp_path / "keep" / "mine.txt").read_text() == "mine"
+                            keep, "--eval", tmp_path / "bad.npz"), "bad.npz", "y")
+    assert {p: p.read_bytes() for p in keep.rglob("*") if p.is_file()} == before

@@ -1,7 +1,10 @@
 """``edgepack build``: model file -> graph -> int8 graph -> TVM kernels + AOT C -> compiled -> OUT.
 
-Data flows one way through the stages; each reads only the output of the one before it. The output folder is
-written into a temporary sibling and swapped in at the end, so a failed build leaves an existing OUT as it was.
+Data flows one way through the stages; each reads only the output of the one before it. Everything a user
+gave (OUT, the model, the calibration and evaluation data) is checked before any work is done; the output
+folder is written into a staging folder beside OUT and swapped in at the end (:mod:`edgepack.outdir`), so a
+failed or interrupted build leaves an existing OUT as it was, and a build never replaces a folder that edgepack
+did not write. The report, the card and the plots are written by their own modules.
 """
 
 from __future__ import annotations
@@ -9,20 +12,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from . import firmware
+from . import firmware, outdir, proc
 from .boards import get_board
-from .firmware import check_constants_fit
-from .errors import EdgepackError, load_npy
-from .reference.ops import SPARSE_OPS
+from .errors import EdgepackError, check_batch, load_npy
 
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "firmware" / "runtime"
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror"]
@@ -32,22 +31,28 @@ def log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_calibration(path, input_shape, n_default: int = 32):
-    """A float batch in the model's input layout; without a file, a standard-normal batch and a warning."""
+def load_calibration(path, input_shape, n_default: int = 32, x=None):
+    """A float batch in the model's input layout; without a file, a standard-normal batch and a warning.
+    ``x``: the file's array if it was read already (to take a TorchScript model's input shape from it)."""
     if path is None:
         log(f"warning: no --calib data; calibrating activations on {n_default} standard-normal inputs "
             "(accuracy will suffer: pass --calib DATA.npy with real inputs)")
         rng = np.random.default_rng(0)
         return rng.standard_normal((n_default,) + tuple(input_shape[1:])).astype(np.float32), "standard-normal"
     path = Path(path)
-    x = load_npy(path, "--calib")
+    x = read_calibration(path) if x is None else x
     if x.shape[1:] != tuple(input_shape[1:]):
         if x.shape == tuple(input_shape[1:]):
             x = x[None]
         else:
             raise EdgepackError(f"{path}: calibration batch has shape {x.shape}, the model input is "
                                 f"(N, {', '.join(map(str, input_shape[1:]))})")
-    return x.astype(np.float32), str(path)
+    return x, str(path)
+
+
+def read_calibration(path):
+    """The --calib file as a checked float32 batch (numbers, at least one sample, all finite)."""
+    return check_batch(load_npy(path, "--calib"), path, "--calib")
 
 
 def layer_formats(g, weights: str, overrides: dict) -> dict:
@@ -77,15 +82,14 @@ def compile_check(out: Path, board: dict) -> dict:
     objs = []
     for s in srcs:
         o = obj / (s.stem + ".o")
-        r = subprocess.run([cc, *CFLAGS, "-O2", "-I", str(out), "-c", str(s), "-o", str(o)],
-                           capture_output=True, text=True)
+        r = proc.run([cc, *CFLAGS, "-O2", "-I", str(out), "-c", str(s), "-o", str(o)])
         if r.returncode:
             lines = r.stderr.strip().splitlines() or ["?"]
             first = next((ln for ln in lines if "error" in ln), lines[0])
             raise EdgepackError(f"{s.name}: generated C does not compile with {' '.join(CFLAGS)}: {first} "
                                 "(an edgepack bug: please report it)")
         objs.append(o)
-    r = subprocess.run(["size", "-A", "-d", *map(str, objs)], capture_output=True, text=True)
+    r = proc.run(["size", "-A", "-d", *map(str, objs)])
     sizes = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
     for line in r.stdout.splitlines():
         parts = line.split()
@@ -102,26 +106,34 @@ def compile_check(out: Path, board: dict) -> dict:
 
 def build(model_path, board_name: str = "host", out=None, calib=None, input_shape=None,
           command: str | None = None, weights: str = "int8", layer_weights: dict | None = None,
-          per_channel: bool = True, eval_data=None) -> dict:
+          per_channel: bool = True, eval_data=None, trust_pickle: bool = False) -> dict:
     """Build ``model_path`` for a board into ``out`` (atomically). ``eval_data``: an .npz with x, y (labelled
     inputs in the model's layout); the build then measures float and built-model accuracy on it (built model
-    from emulator outputs where the board has an emulator, else host) for the report and the card."""
+    from emulator outputs where the board has an emulator, else host) for the report and the card.
+    ``trust_pickle``: allow a pickled nn.Module .pt (unpickling runs code from the file)."""
     from .compress.quantize import quantize
     from .frontend import load_model
+    from . import card, plots, provenance, report as reports
 
     t_start = time.time()
-    board = get_board(board_name)
     model_path = Path(model_path)
-    out = Path(out) if out else Path(model_path.stem + "_" + board_name)
+    out_given = out if out else Path(model_path.stem + "_" + board_name)
+    # ---- everything the user gave is checked before any work -------------------------------------------
+    out = outdir.check_target(out_given)
+    outdir.remove_stale_staging(out.parent)  # left by builds into this folder that were killed
+    board = get_board(board_name)
     if not command:  # the CLI line that does the same (for API calls)
         opts = [f"--calib {calib}" if calib is not None else "",
                 f"--input-shape {','.join(map(str, input_shape))}" if input_shape else "",
                 f"--weights {weights}" if weights != "int8" else "",
                 "--scale per-layer" if not per_channel else "",
                 "--layer-weights " + ",".join(f"{k}={v}" for k, v in layer_weights.items()) if layer_weights else "",
-                f"--eval {eval_data}" if eval_data is not None else ""]
-        command = " ".join([f"edgepack build {model_path} --board {board_name} -o {out}"] + [o for o in opts if o])
+                f"--eval {eval_data}" if eval_data is not None else "",
+                "--trust-pickle" if trust_pickle else ""]
+        command = " ".join([f"edgepack build {model_path} --board {board_name} -o {out_given}"]
+                           + [o for o in opts if o])
     timings = {}
+    warnings = []
 
     formats = ("int8", "binary", "sparse") + tuple(f"exp{b}" for b in range(2, 7))
     if weights not in formats:
@@ -129,24 +141,30 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     for name, fmt in (layer_weights or {}).items():
         if fmt not in formats or fmt == "binary":
             raise EdgepackError(f"--layer-weights {name}={fmt}: per-layer format must be int8, sparse or exp2..exp6")
-    t = time.time()
-    g = load_model(model_path, input_shape=input_shape)
-    timings["import"] = time.time() - t
-    binarized = []
-    if weights == "binary":
-        from .compress.binarize_ptq import binarize_graph
-        binarized = binarize_graph(g)
-    in_shape = g.tensors[g.inputs[0]].shape
-    g.meta.setdefault("name", model_path.stem)
-    x_cal, cal_source = load_calibration(calib, in_shape)
+    x_file = read_calibration(calib) if calib is not None else None
     evaluation = None
     if eval_data is not None:
         from .errors import load_labelled_npz
         xe, ye = load_labelled_npz(eval_data, "--eval")
-        if tuple(xe.shape[1:]) != tuple(in_shape[1:]):
-            raise EdgepackError(f"{eval_data}: inputs of shape {tuple(xe.shape[1:])} do not match the model input "
-                                f"(N, {', '.join(map(str, in_shape[1:]))})")
         evaluation = (xe, ye, str(eval_data))
+    if input_shape is None and x_file is not None and model_path.suffix.lower() in (".pt", ".pth"):
+        input_shape = (1,) + tuple(x_file.shape[1:])  # TorchScript / nn.Module files carry no input shape
+
+    t = time.time()
+    g = load_model(model_path, input_shape=input_shape, trust_pickle=trust_pickle)
+    timings["import"] = time.time() - t
+    in_shape = g.tensors[g.inputs[0]].shape
+    if evaluation is not None and tuple(evaluation[0].shape[1:]) != tuple(in_shape[1:]):
+        raise EdgepackError(f"{eval_data}: inputs of shape {tuple(evaluation[0].shape[1:])} do not match the model "
+                            f"input (N, {', '.join(map(str, in_shape[1:]))})")
+    firmware.check_fits_early(board, g, int8_weights=weights == "int8" and not any(
+        f != "int8" for f in (layer_weights or {}).values()))
+    binarized = []
+    if weights == "binary":
+        from .compress.binarize_ptq import binarize_graph
+        binarized = binarize_graph(g)
+    g.meta.setdefault("name", model_path.stem)
+    x_cal, cal_source = load_calibration(calib, in_shape, x=x_file)
 
     weight_formats = layer_formats(g, weights, layer_weights or {})
     t = time.time()
@@ -157,30 +175,58 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     q.meta["quantization"]["layer_weight_formats"] = weight_formats
     q.meta["quantization"]["binarized_post_training"] = binarized
     timings["quantize"] = time.time() - t
-    check_constants_fit(board, sum(int(t.data.nbytes) for t in q.tensors.values() if t.data is not None))
+    untaken = format_not_taken(g, q, weights)
+    if untaken:
+        log(f"warning: {untaken}")
+        warnings.append(untaken)
+    firmware.check_fits(board, sum(int(t.data.nbytes) for t in q.tensors.values() if t.data is not None),
+                        _arena_bytes(q), "after quantization")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
+    with outdir.Staging(out) as stage:
+        tmp = stage.dir
         facts, sizes, elf = emit(q, board, tmp, command, timings)
-        report = make_report(g, q, facts, sizes, board, model_path, command, elf)
+        report = reports.make_report(g, q, facts, sizes, board, model_path, command, elf)
+        report["warnings"] = warnings
         t = time.time()
         measured = measure(tmp, g, board, elf, x_cal, evaluation, report)
         timings["measure"] = time.time() - t
         timings["total"] = time.time() - t_start
         report["build_seconds"] = {k: round(v, 3) for k, v in timings.items()}
         report["measured"] = measured
-        from . import card, provenance
         qcard = card.make_card(g, q, report, board, provenance.read(model_path), measured)
         card.write(tmp, qcard)
-        plots = write_plots(tmp, report)
+        pngs = plots.write_plots(tmp, report)
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
-        (tmp / "report.md").write_text(report_md(report, plots))
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "report.md").write_text(reports.report_md(report, pngs))
+        stage.commit(command)
     return report
+
+
+def _arena_bytes(q) -> int:
+    from .codegen.memplan import plan
+    try:
+        return plan(q).arena_bytes
+    except ValueError:
+        return 0
+
+
+def format_not_taken(g, q, weights: str) -> str | None:
+    """A sentence when ``--weights`` asked for a format that no layer of the built model took, else None."""
+    if weights == "int8":
+        return None
+    from .report import layer_weight_format
+    taken = [n.name for n in q.nodes if (layer_weight_format(n) or "int8").startswith(
+        "sparse" if weights == "sparse" else weights)]
+    if taken:
+        return None
+    layers = [n for n in g.nodes if n.op in ("conv2d", "dense")]
+    why = {"binary": "binary weights go to every conv / dense layer but the first and last, and not to depthwise "
+                     "convolutions",
+           "sparse": "no layer's weights are stored smaller as sparse rows (see each layer's sparse_note in "
+                     "report.json)"}.get(weights, "exponent codes go to every conv / dense layer but the first and "
+                                                   "last")
+    return (f"--weights {weights}: no layer of this model can take it ({len(layers)} conv / dense layer(s); {why}); "
+            "the model was built with int8 weights")
 
 
 def emit(q, board: dict, folder: Path, command: str, timings: dict | None = None):
@@ -210,33 +256,61 @@ def emit(q, board: dict, folder: Path, command: str, timings: dict | None = None
     return facts, sizes, elf
 
 
+EMULATOR_CHECK_INPUTS = 16
+
+
+def extreme_picks(x: np.ndarray, k: int = EMULATOR_CHECK_INPUTS) -> np.ndarray:
+    """Indices of up to ``k`` samples of ``x``: those holding the batch's extremes (smallest and largest value,
+    mean and norm), then the first ones."""
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    first = [int(f(v)) for v in (flat.min(1), flat.max(1), flat.mean(1), np.linalg.norm(flat, axis=1))
+             for f in (np.argmin, np.argmax)]
+    picks = list(dict.fromkeys(first + list(range(len(x)))))[:k]
+    return np.array(sorted(picks), dtype=np.int64)
+
+
 def measure(folder: Path, g, board: dict, elf, x_cal, evaluation, report) -> dict:
-    """Run the built model: on ``evaluation`` = (x, y, source) if given, else on one calibration input.
-    Measures accuracy (float graph and built model: emulator outputs where the board has an emulator and its
-    firmware was built, else host), whether reference, host and emulator agree bit for bit, and on Cortex-M
-    the instructions per inference (QEMU icount), also per layer (into ``report["layers"]``)."""
+    """Run the built model and compare targets bit for bit: the whole calibration batch on reference and host,
+    up to 16 of its inputs (its extremes included) on the emulator, and with ``evaluation`` = (x, y, source)
+    all of it on every target. Measures accuracy (float graph and built model: emulator outputs where the
+    board has an emulator and its firmware was built, else host), and on Cortex-M the instructions per
+    inference (QEMU icount), also per layer (into ``report["layers"]``)."""
     from .reference.float_exec import run_float_output
     from .runners import run
 
     out = {}
-    x = evaluation[0] if evaluation else x_cal[:1]
-    raws = {}
-    for on in ("reference", "host"):
-        y_on, raws[on] = run(folder, x, on=on)
-    emulator = None
-    if board.get("emulator") and elf:
-        stats = {}
-        try:
-            y_emu, raws["emulator"] = run(folder, x, on="emulator", stats=stats)
-            emulator = stats
-        except EdgepackError as e:
-            out["emulator"] = f"not run: {e}"
-    elif board.get("emulator"):
+    emulated = bool(board.get("emulator") and elf)
+    if board.get("emulator") and not elf:
         out["emulator"] = "not run: the firmware was not built (cross toolchain missing)"
-    names = list(raws)
-    same = all(np.array_equal(raws[k], raws["reference"]) for k in names)
-    out["bit_exact"] = (f"{' == '.join(names)} on {len(x)} {'evaluation' if evaluation else 'calibration'} "
-                        f"input(s): {same}")
+    picks = extreme_picks(x_cal)
+    sets = [("calibration", x_cal, picks)]
+    if evaluation:
+        sets.insert(0, ("evaluation", evaluation[0], np.arange(len(evaluation[0]))))
+    checks, results, emulator = [], {}, None
+    for what, x, emu_idx in sets:
+        raws, ys = {}, {}
+        for on in ("reference", "host"):
+            ys[on], raws[on] = run(folder, x, on=on, check=False)
+        same = bool(np.array_equal(raws["host"], raws["reference"]))
+        checks.append({"inputs": what, "count": int(len(x)), "targets": ["reference", "host"], "equal": same})
+        if emulated and "emulator" not in out:
+            stats = {}
+            try:
+                ys["emulator"], raw_e = run(folder, x[emu_idx], on="emulator", stats=stats, check=False)
+                eq = bool(np.array_equal(raw_e, raws["reference"][emu_idx]))
+                checks.append({"inputs": what + (" (extremes and first)" if len(emu_idx) < len(x) else ""),
+                               "count": int(len(emu_idx)), "targets": ["reference", "emulator"], "equal": eq})
+                if emulator is None or what == "evaluation":
+                    emulator = stats
+            except EdgepackError as e:
+                out["emulator"] = f"not run: {e}"
+        results[what] = ys
+    same = all(c["equal"] for c in checks)
+    out["bit_exact"] = "; ".join(f"{' == '.join(c['targets'])} on {c['count']} {c['inputs']} input(s)"
+                                 for c in checks) + f": {same}"
+    out["bit_exact_checks"] = checks
+    if not same:
+        log("warning: the targets disagree (" + out["bit_exact"] + "); this is an edgepack bug: please report it")
     if emulator and "instructions" in emulator:
         ins = emulator["instructions"]
         out["instructions_per_inference"] = float(ins.mean())
@@ -251,186 +325,8 @@ def measure(folder: Path, g, board: dict, elf, x_cal, evaluation, report) -> dic
         out["eval_data"] = source
         out["eval_images"] = int(len(ye))
         out["float_accuracy"] = float((yf.reshape(len(ye), -1).argmax(1) == ye).mean())
-        on = "emulator" if "emulator" in raws else "host"
-        y_built = y_emu if on == "emulator" else y_on
-        out["built_accuracy"] = float((y_built.reshape(len(ye), -1).argmax(1) == ye).mean())
+        ys = results["evaluation"]
+        on = "emulator" if "emulator" in ys else "host"
+        out["built_accuracy"] = float((ys[on].reshape(len(ye), -1).argmax(1) == ye).mean())
         out["built_accuracy_measured_on"] = on + (f" ({board.get('emulator')})" if on == "emulator" else " (cffi)")
     return out
-
-
-def write_plots(folder: Path, report: dict) -> list:
-    """arena.png (which tensor lives where in the arena, per layer step) and layers.png (per-layer instructions
-    where measured, MACs, and weight bytes). Returns the file names written."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    names = []
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for i, b in enumerate(report["arena"]):
-        ax.add_patch(Rectangle((b["first_op"] - 0.45, b["offset"]), b["last_op"] - b["first_op"] + 0.9,
-                               b["bytes"], alpha=0.6, color=f"C{i % 10}"))
-        ax.text(b["first_op"] - 0.4, b["offset"] + b["bytes"] / 2, ",".join(b["tensors"])[:18], fontsize=6,
-                va="center")
-    n_ops = max([b["last_op"] for b in report["arena"]] + [len(report["layers"]) - 1, 0])
-    ax.set_xlim(-0.6, n_ops + 0.6)
-    ax.set_ylim(0, max(report["arena_bytes"], 1))
-    ax.set_xlabel("layer step")
-    ax.set_ylabel("arena offset (bytes)")
-    ax.set_title(f"arena: {report['arena_bytes']} B (liveness bound {report['liveness_bound_bytes']} B)")
-    fig.tight_layout()
-    fig.savefig(folder / "arena.png", dpi=90)
-    plt.close(fig)
-    names.append("arena.png")
-
-    layers = report["layers"]
-    has_ins = all(l.get("instructions") is not None for l in layers) and layers
-    panels = [("instructions", "instructions (emulator)")] if has_ins else []
-    panels += [("macs", "MACs"), ("weight_bytes", "weight bytes")]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.8 * len(panels) + 0.6), sharex=True)
-    axes = np.atleast_1d(axes)
-    xs = np.arange(len(layers))
-    for ax, (k, label) in zip(axes, panels):
-        ax.bar(xs, [l.get(k) or 0 for l in layers], color="C0")
-        ax.set_ylabel(label, fontsize=8)
-    axes[-1].set_xticks(xs, [f"{l['name']}\n{l['op']}" for l in layers], rotation=60, fontsize=6)
-    fig.tight_layout()
-    fig.savefig(folder / "layers.png", dpi=90)
-    plt.close(fig)
-    names.append("layers.png")
-    return names
-
-
-def _swap_in(tmp: Path, out: Path):
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
-
-
-WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp",
-                "dwconv2d_exp", "dense_exp") + SPARSE_OPS
-
-
-def _macs(q, n):
-    t = q.tensors
-    y = t[n.outputs[0]].shape
-    if n.op == "conv2d_s8":
-        o, kh, kw, ci = t[n.inputs[1]].shape
-        return int(np.prod(y)) * kh * kw * ci
-    if n.op in ("conv2d_exp", "dwconv2d_exp", "dense_exp") + SPARSE_OPS:
-        return int(np.prod(y)) * int(np.prod(n.attrs["wshape"][1:]))
-    if n.op in ("bconv2d_b1", "bconv2d_b1_s8"):  # binary multiply-accumulates (XNOR-popcount)
-        o, kh, kw, _ = t[n.inputs[1]].shape
-        return int(np.prod(y[:3])) * o * kh * kw * n.attrs["channels"]
-    if n.op == "dwconv2d_s8":
-        kh, kw, _ = t[n.inputs[1]].shape
-        return int(np.prod(y)) * kh * kw
-    if n.op == "dense_s8":
-        return int(np.prod(t[n.inputs[1]].shape))
-    return 0
-
-
-def _weight_count(n, w) -> int:
-    if w is None:
-        return 0
-    if "wshape" in n.attrs:  # exponent codes, sparse rows
-        return int(np.prod(n.attrs["wshape"]))
-    if "channels" in n.attrs and n.op.startswith("bconv"):  # packed bits
-        return int(np.prod(w.shape[:-1])) * n.attrs["channels"]
-    return int(w.data.size)
-
-
-def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dict:
-    layers = []
-    by_name = {l["name"]: l for l in facts["layers"]}
-    for n in q.nodes:
-        if n.op == "reshape":
-            continue
-        consts = [t for t in n.inputs if q.tensors[t].data is not None]
-        w = q.tensors[n.inputs[1]] if n.op in WEIGHTED_OPS else None
-        # the weight arrays: one, or values + index / mask + row pointers of sparse rows
-        wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op in SPARSE_OPS else [w] if w is not None else []
-        wbytes = int(sum(t.data.nbytes for t in wts))
-        fmt = None
-        if w is not None:
-            wf = n.attrs.get("weight_format", "int8")
-            fmt = {"binary": "binary (1 bit, per-channel scale)", "int8": "int8 per-channel",
-                   "sparse-csr": "int8 per-channel, CSR rows (int8 values, uint8/uint16 column indices, int32 "
-                                 "row pointers)",
-                   "sparse-bitmask": "int8 per-channel, bitmask rows (1-bit mask per weight, int8 nonzero "
-                                     "values, int32 row pointers)"}.get(
-                wf, f"{wf} (sign x 2^-e x per-channel scale)")
-        layers.append({
-            "name": n.name, "op": n.op, "kernel": by_name[n.name]["kernel"],
-            "weight_format": fmt,
-            "input_shapes": [list(q.tensors[t].shape) for t in n.inputs if q.tensors[t].data is None],
-            "output_shape": list(q.tensors[n.outputs[0]].shape),
-            "weight_shape": list(n.attrs["wshape"]) if n.op in SPARSE_OPS else
-            list(w.shape) if w is not None else None,
-            "macs": _macs(q, n),
-            "weight_bytes": wbytes,
-            "weight_bytes_in_elf": sum((elf or {}).get("symbols", {}).get(facts["const_symbols"].get(t.name)) or 0
-                                       for t in wts) or None if wts and elf else None,
-            "packed_bytes": wbytes if fmt and (not fmt.startswith("int8") or n.op in SPARSE_OPS) else None,
-            "weight_nonzero": int(n.attrs["nnz"]) if "nnz" in n.attrs else
-            (int(np.count_nonzero(w.data)) if w is not None and wf == "int8" else None),
-            "sparse_note": n.attrs.get("sparse_note"),
-            "weight_count": _weight_count(n, w),
-            "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),
-            "output_storage": by_name[n.name]["output_storage"],
-            "arena_offset": by_name[n.name]["arena_offset"],
-        })
-    params = sum(int(t.data.size) for t in g.tensors.values() if t.data is not None)
-    if elf:
-        flash, ram = elf["flash_bytes"], elf["ram_bytes"]
-        measured = "firmware.elf (size -A: flash = text+rodata+data, RAM = data+bss+stack)"
-        ram_note = "arena, harness input/output buffers, static data and the reserved stack"
-    else:
-        flash = sizes["text"] + sizes["rodata"] + sizes["data"]
-        ram = facts["arena_bytes"] + sizes["data"] + sizes["bss"]
-        measured = "host objects of the model (size -A: flash = text+rodata+data, RAM = arena+data+bss)"
-        ram_note = "arena + static data; input and output buffers belong to the caller; no stack on the host"
-    return {
-        "edgepack": __version__, "command": command, "model": str(model_path),
-        "model_sha256": g.meta.get("source", {}).get("sha256"), "board": board["name"],
-        "flash_bytes": flash, "ram_bytes": ram, "sizes_measured_from": measured, "ram_note": ram_note,
-        "board_flash_bytes": board.get("flash_bytes") or None, "board_ram_bytes": board.get("ram_bytes") or None,
-        "elf_sections": elf.get("sections") if elf else None,
-        "weights_bytes": sum(l["weight_bytes"] for l in layers),
-        "const_bytes": facts["const_bytes"], "object_sizes": sizes,
-        "arena_bytes": facts["arena_bytes"], "liveness_bound_bytes": facts["liveness_bound_bytes"],
-        "activations_total_bytes": facts["activations_total_bytes"],
-        "arena_over_bound": round(facts["arena_over_bound"], 4), "arena_plan": facts["arena_plan"],
-        "input_bytes": facts["input_bytes"], "output_bytes": facts["output_bytes"],
-        "macs": sum(l["macs"] for l in layers), "float_parameters": params,
-        "kernels": facts["kernels"], "kernel_codegen_seconds": round(facts["kernel_seconds"], 3),
-        "quantization": q.meta.get("quantization", {}), "layers": layers, "arena": facts["buffers"],
-    }
-
-
-def report_md(r: dict, plots=()) -> str:
-    lines = [f"# edgepack build report: {Path(r['model']).name} on {r['board']}", "",
-             f"`{r['command']}`", "",
-             "| what | value |", "|---|---|"]
-    for k in ("flash_bytes", "ram_bytes", "weights_bytes", "arena_bytes", "liveness_bound_bytes",
-              "activations_total_bytes", "arena_over_bound", "macs", "float_parameters"):
-        lines.append(f"| {k} | {r[k]} |")
-    lines.append(f"| build seconds | {r.get('build_seconds', {}).get('total', '')} |")
-    for k, v in (r.get("measured") or {}).items():
-        lines.append(f"| {k} | {v} |")
-    lines += ["", "| # | layer | op | kernel | weights | input shapes | output | MACs | weight bytes | arena offset "
-              "| instructions |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for i, l in enumerate(r["layers"]):
-        off = l["arena_offset"] if l["arena_offset"] is not None else l["output_storage"]
-        ins = f"{l['instructions']:.0f}" if l.get("instructions") is not None else ""
-        lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l['weight_format'] or ''} | "
-                     f"{l['input_shapes']} | {l['output_shape']} | {l['macs']} | {l['weight_bytes']} | {off} | {ins} |")
-    for p in plots:
-        lines += ["", f"![{p}]({p})"]
-    lines += ["", "Quantization card: quantization_card.md (`edgepack card OUT`)."]
-    return "\n".join(lines) + "\n"

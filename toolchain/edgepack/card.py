@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .build import WEIGHTED_OPS  # the ops with weights: one list for the report and the card
+from .report import WEIGHTED_OPS  # the ops with weights: one list for the report and the card
 
 _FORMAT_TEXT = {
     "int8": "int8",

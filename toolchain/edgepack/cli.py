@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from .errors import EdgepackError
+from .errors import EdgepackError, Terminated
 
 
 def _shape(s: str):
@@ -31,7 +32,8 @@ def cmd_build(a):
 
     cmd = "edgepack " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["build"] else None
     r = build(a.model, a.board, a.output, a.calib, a.input_shape, command=cmd, weights=a.weights,
-              layer_weights=a.layer_weights, per_channel=a.scale == "per-channel", eval_data=a.eval)
+              layer_weights=a.layer_weights, per_channel=a.scale == "per-channel", eval_data=a.eval,
+              trust_pickle=a.trust_pickle)
     out = a.output or f"{Path(a.model).stem}_{a.board}"
     print(f"built {out}: {len(r['layers'])} layers, {r['macs']} MACs, weights {r['weights_bytes']} B, "
           f"flash {r['flash_bytes']} B, arena {r['arena_bytes']} B (liveness bound "
@@ -58,19 +60,20 @@ def cmd_card(a):
 
 
 def cmd_run(a):
-    import numpy as np
-
     from .errors import load_npy
     from .runners import run
 
     xp = Path(a.input)
+    for opt, f in (("--output", a.output), ("--raw", a.raw)):
+        if f and (Path(f).is_dir() or (Path(f).exists() and xp.exists() and Path(f).samefile(xp))):
+            raise EdgepackError(f"{opt} {f}: is {'a folder' if Path(f).is_dir() else 'the --input file'}; "
+                                "give a new .npy file name")
     x = load_npy(xp, "--input")
     stats = {}
-    y, raw = run(a.out, x, on=a.on, source=str(xp), stats=stats)
-    if a.output:
-        np.save(a.output, y)
-    if a.raw:
-        np.save(a.raw, raw)
+    y, raw = run(a.out, x, on=a.on, source=str(xp), stats=stats, allow_edited=a.allow_edited)
+    for f, arr in ((a.output, y), (a.raw, raw)):
+        if f:
+            _save_npy(Path(f), arr)
     if not a.output and not a.raw:
         print(y)
     else:
@@ -87,6 +90,27 @@ def cmd_run(a):
             print(f"  {name:32s} {v:12.0f}")
 
 
+def _save_npy(path: Path, arr):
+    """np.save to ``path`` through a temporary file, so an interrupted run leaves no half-written file."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def cmd_prune(a):
     from .compress.prune_taylor import prune_file
 
@@ -96,7 +120,7 @@ def cmd_prune(a):
     r = prune_file(a.model, a.data, a.output, a.target_macs, a.target_params, val=a.val, holdout=a.holdout,
                    input_shape=a.input_shape, command=cmd, criterion=a.criterion, per_step=a.per_step,
                    step_batches=a.step_batches, batch=a.batch, lr=a.lr, finetune_epochs=a.finetune_epochs,
-                   seed=a.seed, checkpoint=a.checkpoint)
+                   seed=a.seed, checkpoint=a.checkpoint, trust_pickle=a.trust_pickle)
     acc = (f"; validation accuracy {r['val_acc_before']:.4f} -> {r['val_acc_after']:.4f}"
            if r["val_acc_before"] is not None else "")
     print(f"pruned {a.model} -> {a.output}: MACs {r['macs_before']} -> {r['macs']} "
@@ -118,8 +142,13 @@ def cmd_boards(_a):
     for name, b in all_boards().items():
         flash = f"{b['flash_bytes'] // 1024} KiB" if b.get("flash_bytes") else "-"
         ram = f"{b['ram_bytes'] // 1024} KiB" if b.get("ram_bytes") else "-"
-        print(f"{name:16s} flash {flash:>9s}  RAM {ram:>9s}  toolchain {b.get('toolchain', '-'):24s} "
+        tool = (b.get("toolchain_prefix", "") + "gcc") if b.get("arch") in ("cortex-m", "linux") else "cc"
+        print(f"{name:16s} flash {flash:>9s}  RAM {ram:>9s}  toolchain {tool:24s} "
               f"emulator {b.get('emulator') or '-'}")
+
+
+TRUST_HELP = ("allow a pickled nn.Module .pt: unpickling it runs code from the file, so pass this only for "
+              "files you trust (TorchScript .pt, .pt2 and .onnx never need it)")
 
 
 def parser():
@@ -144,6 +173,7 @@ def parser():
                    help="per-layer override, e.g. conv2d_3=int8,linear=exp6 (mixed precision)")
     b.add_argument("--eval", help=".npz with x (inputs in the model's layout) and y (integer labels): measure "
                    "float and built-model accuracy (emulator outputs where the board has one) for the card")
+    b.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     b.set_defaults(func=cmd_build)
     c = sub.add_parser("card", help="print a build's quantization card, or compare two builds' cards")
     c.add_argument("out", nargs="+", help="one output folder, or two to compare")
@@ -154,6 +184,9 @@ def parser():
     r.add_argument("--output", help="write float outputs (.npy)")
     r.add_argument("--raw", help="write raw int8 outputs before dequantization (.npy)")
     r.add_argument("--on", default="host", help="reference | host | emulator")
+    r.add_argument("--allow-edited", action="store_true", help="run an OUT whose generated C was edited after "
+                   "the build (on host, or on the emulator after remaking firmware.elf); the reference is "
+                   "refused for it")
     r.set_defaults(func=cmd_run)
     pr = sub.add_parser("prune", help="Taylor-prune filters (structured), fine-tune, write a smaller model")
     pr.add_argument("model", help=".pt2, .pt or .onnx (no Python class needed)")
@@ -177,6 +210,7 @@ def parser():
     pr.add_argument("--checkpoint", help="file written after every pruning step; rerunning the same command "
                     "resumes after the last completed step")
     pr.add_argument("--input-shape", type=_shape, help="input shape, e.g. 1,1,28,28 (for .pt files)")
+    pr.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     pr.set_defaults(func=cmd_prune)
     f = sub.add_parser("flash", help="program a real board (pyOCD, Cortex-M)")
     f.add_argument("out", help="the output folder of edgepack build (for a board with a flasher)")
@@ -187,16 +221,27 @@ def parser():
     return p
 
 
+def _terminate(signum, _frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated(signum)
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # clean up like SIGINT (the build's staging folder)
     try:
         args.func(args)
     except EdgepackError as e:
         print(f"edgepack: error: {e}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("edgepack: terminated (SIGTERM); nothing was left behind", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("edgepack: interrupted", file=sys.stderr)
+        print("edgepack: interrupted; nothing was left behind", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
+from . import proc
 from .errors import EdgepackError
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
@@ -103,7 +103,7 @@ def elf_sizes(out: Path, board: dict) -> dict:
 def symbol_sizes(out: Path, board: dict) -> dict:
     """Sizes of the const data symbols (ep_c_*) in firmware.elf, read with the board's nm."""
     nm = board.get("toolchain_prefix", "") + "nm"
-    r = subprocess.run([nm, "-S", str(out / "firmware.elf")], capture_output=True, text=True)
+    r = proc.run([nm, "-S", str(out / "firmware.elf")])
     sizes = {}
     for line in r.stdout.splitlines():
         parts = line.split()
@@ -120,7 +120,7 @@ def build(out: Path, board: dict, facts: dict) -> dict:
     require_tool(toolchain_gcc(board), board.get("toolchain_package", "?"), f"cross compiler for {board['name']}")
     require_tool("make", "make", "build tool")
     _check_fits(board, facts)
-    r = subprocess.run(["make", "-s", "firmware.elf"], cwd=out, capture_output=True, text=True)
+    r = proc.run(["make", "-s", "firmware.elf"], cwd=out)
     if r.returncode:
         msg = r.stderr + r.stdout
         m = re.search(r"region `(\w+)' overflowed by (\d+) bytes", msg)
@@ -137,16 +137,43 @@ def build(out: Path, board: dict, facts: dict) -> dict:
     return sizes
 
 
-def check_constants_fit(board: dict, const_bytes: int):
+def check_fits(board: dict, const_bytes: int, arena_bytes: int, when: str = "", lower_bound: bool = False):
+    """Fail when the constants exceed the board's flash or the arena (plus the reserved stack) its RAM, naming
+    every resource that does not fit with both numbers. ``lower_bound``: the numbers are lower bounds (known
+    before calibration), so the model cannot fit whatever the plan."""
+    name = board["name"]
+    stack = board.get("stack_bytes", 0) if board.get("arch") == "cortex-m" else 0
+    over = []
+    at_least = "at least " if lower_bound else ""
     if board.get("flash_bytes") and const_bytes > board["flash_bytes"]:
-        raise EdgepackError(f"model does not fit {board['name']}: weights and constants need {const_bytes} bytes "
-                            f"of flash, the board has {board['flash_bytes']}")
+        over.append(f"weights and constants need {at_least}{const_bytes} bytes of flash, the board has "
+                    f"{board['flash_bytes']}")
+    if board.get("ram_bytes") and arena_bytes + stack > board["ram_bytes"]:
+        over.append(f"the activation arena needs {at_least}{arena_bytes} bytes (+ {stack} stack) of RAM, the board "
+                    f"has {board['ram_bytes']}")
+    if over:
+        raise EdgepackError(f"model does not fit {name}{' (' + when + ')' if when else ''}: " + "; ".join(over))
+
+
+def check_fits_early(board: dict, g, int8_weights: bool = True):
+    """Before calibration, from the float graph: int8 weights take at least one byte per weight of every conv
+    and dense layer (binary, exponent codes and sparse rows can be smaller, so this is checked only with
+    ``int8_weights`` and no trained binary layer),
+    and any arena holds at least the largest activation (int8) that is neither the model's input nor its output."""
+    import math
+
+    def elements(t):
+        shape = g.tensors[t].shape
+        return math.prod(shape) if shape else 0
+
+    int8_weights = int8_weights and not any(n.op == "sign" for n in g.nodes)
+    weights = 0 if not int8_weights else sum(int(g.tensors[n.inputs[1]].data.size) for n in g.nodes
+                  if n.op in ("conv2d", "dense") and len(n.inputs) > 1 and g.tensors[n.inputs[1]].data is not None)
+    ends = set(g.inputs) | set(g.outputs)
+    arena = max([elements(t) for t, v in g.tensors.items() if v.data is None and t not in ends], default=0)
+    check_fits(board, weights, arena, "before calibration", lower_bound=True)
 
 
 def _check_fits(board: dict, facts: dict):
     """Fail before compiling when the constants alone exceed flash or the arena alone exceeds RAM."""
-    name = board["name"]
-    check_constants_fit(board, facts["const_bytes"])
-    if board.get("ram_bytes") and facts["arena_bytes"] + board.get("stack_bytes", 0) > board["ram_bytes"]:
-        raise EdgepackError(f"model does not fit {name}: the activation arena needs {facts['arena_bytes']} bytes "
-                            f"(+ {board.get('stack_bytes', 0)} stack) of RAM, the board has {board['ram_bytes']}")
+    check_fits(board, facts["const_bytes"], facts["arena_bytes"])

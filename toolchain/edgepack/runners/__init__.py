@@ -7,11 +7,12 @@ with the model's input parameters, and the raw int8 outputs are returned in the 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgepackError
+from ..errors import EdgepackError, check_batch
 from ..graph import Graph
 from . import emulator, host, reference
 
@@ -58,14 +59,50 @@ class Model:
         return ((raw.astype(np.float32) - q.zero_point) * np.float32(q.scale)).astype(np.float32)
 
 
-def run(out, x: np.ndarray, on: str = "host", source: str = "input", stats: dict | None = None):
+def check_unedited(out, on: str, allow_edited: bool = False):
+    """Refuse to run an OUT whose generated files changed since the build (the targets would silently
+    disagree: reference reads graph.npz, host compiles the C, the emulator runs firmware.elf). With
+    ``allow_edited`` the edited C runs on host and emulator (firmware.elf is remade from it first), and the
+    reference, which no longer specifies it, is refused."""
+    from .. import outdir, proc
+
+    changed = outdir.edited_files(out)
+    if not changed:
+        return
+    rel, what = changed[0]
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    if rel == outdir.MANIFEST:
+        raise EdgepackError(f"{out}: no {outdir.MANIFEST}, so edgepack cannot tell whether its files are the ones "
+                            "it built; rebuild with edgepack build")
+    if not allow_edited:
+        raise EdgepackError(f"{Path(out) / rel} was {what} after the build{more}: reference, host and emulator "
+                            "would disagree; rebuild with edgepack build, or pass --allow-edited to run the "
+                            "edited C on host / emulator")
+    if on == "reference":
+        raise EdgepackError(f"{Path(out) / rel} was {what} after the build{more}: the reference (graph.npz) does not "
+                            "specify edited C; run it --on host or --on emulator, or rebuild with edgepack build")
+    print(f"warning: {Path(out) / rel} was {what} after the build{more}; running the edited files on {on}, "
+          "which the reference no longer specifies", file=sys.stderr)
+    if on == "emulator" and (Path(out) / "Makefile").exists():
+        r = proc.run(["make", "-s", "firmware.elf"], cwd=out)
+        if r.returncode:
+            said = " ".join((r.stderr + r.stdout).split())[:200]
+            raise EdgepackError(f"{out}: make firmware.elf failed on the edited sources: {said}")
+
+
+def run(out, x: np.ndarray, on: str = "host", source: str = "input", stats: dict | None = None,
+        check: bool = True, allow_edited: bool = False):
     """Run the batch ``x`` on target ``on``; return (float outputs, raw int8 outputs), model layout.
 
-    With ``stats`` (a dict) and ``on="emulator"`` on a Cortex-M board, it receives per-input instruction
-    counts: ``instructions`` (N,) and ``layer_instructions`` (N, layers)."""
+    ``check``: refuse an OUT whose files were edited after the build (:func:`check_unedited`); the build's own
+    measurements pass False. With ``stats`` (a dict) and ``on="emulator"`` on a Cortex-M board, it receives
+    per-input instruction counts: ``instructions`` (N,) and ``layer_instructions`` (N, layers)."""
     if on not in TARGETS:
         raise EdgepackError(f"--on {on}: unknown target; choose one of {', '.join(TARGETS)}")
     m = Model(out)
+    if check:
+        check_unedited(m.out, on, allow_edited)
+    x = check_batch(np.asarray(x), source, "the input batch")
     xq = m.quantize_input(x, source)
     raw_fn = TARGETS[on]
     raw = raw_fn(m, xq, counts_out=stats) if on == "emulator" else raw_fn(m, xq)

@@ -10,17 +10,34 @@ A firmware that does not finish within the timeout is killed, and the run fails 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .. import proc
 from ..errors import EdgepackError
 
-DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEPACK_EMULATOR_TIMEOUT", "600"))
+DEFAULT_TIMEOUT_S = 600.0
+TIMEOUT_ENV = "EDGEPACK_EMULATOR_TIMEOUT"
+TEMP_PREFIX = "ep-emu-"
+
+
+def timeout_seconds() -> float:
+    """The emulator timeout: ``EDGEPACK_EMULATOR_TIMEOUT`` (seconds, > 0) if set, else 600."""
+    v = os.environ.get(TIMEOUT_ENV)
+    if v is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        t = float(v)
+    except ValueError:
+        t = float("nan")
+    if not (t > 0 and math.isfinite(t)):
+        raise EdgepackError(f"{TIMEOUT_ENV}={v!r}: expected a number of seconds greater than 0 (e.g. 600)")
+    return t
 
 
 def board_of(model) -> dict:
@@ -51,16 +68,16 @@ def run_raw(model, xq: np.ndarray, timeout: float | None = None, counts_out: dic
     elf = model.out / "firmware.elf"
     if not elf.exists():
         raise EdgepackError(f"{model.out}: no firmware.elf (was the cross toolchain missing at build time?)")
-    timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
+    timeout = timeout_seconds() if timeout is None else timeout
     n = xq.shape[0]
     out_bytes = model.outp.nbytes
-    with tempfile.TemporaryDirectory(prefix="ep-emu-") as tmp:
-        tmp = Path(tmp)
+    proc.remove_stale(None, TEMP_PREFIX + "*")  # left by runs that were killed
+    tmp = proc.make_temp_dir(TEMP_PREFIX)
+    try:
         np.ascontiguousarray(xq, dtype=np.int8).tofile(tmp / "input.bin")
         cmd = command(board, elf.resolve(), tmp)
         try:
-            r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
+            r = proc.run(cmd, cwd=tmp, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise EdgepackError(f"{elf}: the firmware did not finish on the {name} emulator within {timeout:g} s "
                                 "(hung?); it was killed") from None
@@ -79,4 +96,6 @@ def run_raw(model, xq: np.ndarray, timeout: float | None = None, counts_out: dic
             instr = np.rint(ticks.astype(np.float64) * 1e9 / board["cpu_hz"] / per_instr_ns).astype(np.int64)
             counts_out["instructions"] = instr[:, 0]
             counts_out["layer_instructions"] = instr[:, 1:]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out.reshape((n,) + tuple(model.outp.shape[1:]))

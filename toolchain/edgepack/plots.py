@@ -1,0 +1,51 @@
+"""The build's plots, PNG files next to the report: arena.png (which tensor lives where) and layers.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_plots(folder: Path, report: dict) -> list:
+    """arena.png (which tensor lives where in the arena, per layer step) and layers.png (per-layer instructions
+    where measured, MACs, and weight bytes). Returns the file names written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    names = []
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, b in enumerate(report["arena"]):
+        ax.add_patch(Rectangle((b["first_op"] - 0.45, b["offset"]), b["last_op"] - b["first_op"] + 0.9,
+                               b["bytes"], alpha=0.6, color=f"C{i % 10}"))
+        ax.text(b["first_op"] - 0.4, b["offset"] + b["bytes"] / 2, ",".join(b["tensors"])[:18], fontsize=6,
+                va="center")
+    n_ops = max([b["last_op"] for b in report["arena"]] + [len(report["layers"]) - 1, 0])
+    ax.set_xlim(-0.6, n_ops + 0.6)
+    ax.set_ylim(0, max(report["arena_bytes"], 1))
+    ax.set_xlabel("layer step")
+    ax.set_ylabel("arena offset (bytes)")
+    ax.set_title(f"arena: {report['arena_bytes']} B (liveness bound {report['liveness_bound_bytes']} B)")
+    fig.tight_layout()
+    fig.savefig(folder / "arena.png", dpi=90)
+    plt.close(fig)
+    names.append("arena.png")
+
+    layers = report["layers"]
+    has_ins = all(l.get("instructions") is not None for l in layers) and layers
+    panels = [("instructions", "instructions (emulator)")] if has_ins else []
+    panels += [("macs", "MACs"), ("weight_bytes", "weight bytes")]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 1.8 * len(panels) + 0.6), sharex=True)
+    axes = np.atleast_1d(axes)
+    xs = np.arange(len(layers))
+    for ax, (k, label) in zip(axes, panels):
+        ax.bar(xs, [l.get(k) or 0 for l in layers], color="C0")
+        ax.set_ylabel(label, fontsize=8)
+    axes[-1].set_xticks(xs, [f"{l['name']}\n{l['op']}" for l in layers], rotation=60, fontsize=6)
+    fig.tight_layout()
+    fig.savefig(folder / "layers.png", dpi=90)
+    plt.close(fig)
+    names.append("layers.png")
+    return names

@@ -1,0 +1,122 @@
+"""Child processes (compilers, make, emulators) that never outlive edgepack, and temporary folders that a later
+run can recognise as left behind by a dead one.
+
+Every child runs in its own process group with ``PR_SET_PDEATHSIG`` = SIGKILL (Linux): if edgepack is killed,
+even by SIGKILL, the kernel kills the child; if edgepack stops on an exception (SIGINT, SIGTERM, a timeout),
+the whole group is killed before the exception goes on. ``make`` therefore takes its compilers with it.
+
+Temporary folders carry an owner file (``.edgepack-owner``: pid and the process start time from /proc, so a
+reused pid is not mistaken for the owner); :func:`remove_stale` deletes the ones whose owner is gone and never
+touches a folder without that file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+OWNER_FILE = ".edgepack-owner"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # not Linux: the process-group kill on exceptions still applies
+        pass
+
+
+def _kill_group(p: subprocess.Popen):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def run(cmd, *, cwd=None, timeout=None, env=None) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` whose process group dies with edgepack and is
+    killed on timeout (``subprocess.TimeoutExpired`` is raised after the kill) or on any exception."""
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_die_with_parent)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:
+        _kill_group(p)
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+# ---- temporary folders that name their owner ----------------------------------------------------------------
+def _stat(pid: int):
+    """(state, start time) of a process from /proc, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], fields[19]  # fields 3 and 22: state, starttime in clock ticks since boot
+
+
+def _start_time(pid: int):
+    st = _stat(pid)
+    return st[1] if st else None
+
+
+def _alive(pid: int, start) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    st = _stat(pid)
+    if st is None:
+        return True  # no /proc: trust kill(0)
+    state, now = st
+    if state in ("Z", "X"):  # killed, not yet reaped
+        return False
+    return start is None or now == start
+
+
+def make_temp_dir(prefix: str, parent=None) -> Path:
+    """A new folder (in ``parent``, default the system temp folder) whose name starts with ``prefix`` and
+    holds the owner file; its mode follows the umask like any folder the user would create."""
+    d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(d, 0o777 & ~mask)
+    (d / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid())}))
+    return d
+
+
+def remove_stale(parent, pattern: str) -> list:
+    """Delete folders ``parent/pattern`` (a glob) whose owner file names a process that is gone; returns their
+    paths. ``parent`` None: the system temp folder."""
+    parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    removed = []
+    try:
+        candidates = list(parent.glob(pattern))
+    except OSError:
+        return removed
+    for d in candidates:
+        try:
+            if d.is_symlink() or not d.is_dir():
+                continue
+            owner = json.loads((d / OWNER_FILE).read_text())
+            if _alive(int(owner["pid"]), owner.get("start")):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no owner file (or not ours to judge): leave it
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
