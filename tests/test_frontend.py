@@ -80,7 +80,7 @@ def test_import_matches_torch(name, fmt, tmp_path):
     cls, shape = MODELS[name]
     model = _make(cls)
     path, in_shape = export(model, shape, fmt, tmp_path)
-    g = load_model(path, input_shape=in_shape)
+    g = load_model(path, input_shape=in_shape, trust_pickle=fmt == "pickle")
 
     assert len(g.inputs) == 1 and len(g.outputs) == 1
     assert g.tensors[g.inputs[0]].shape == shape
@@ -266,7 +266,7 @@ def _one_line(e):
 def test_unsupported_torch_op(fmt, tmp_path):
     path, shape = export(_make(fm.SigmoidNet), IMG, fmt, tmp_path)
     with pytest.raises(EdgepackError) as e:
-        load_model(path, input_shape=shape)
+        load_model(path, input_shape=shape, trust_pickle=fmt == "pickle")
     msg = _one_line(e)
     assert "sigmoid" in msg.lower() and "not supported" in msg and "node '" in msg
 
@@ -339,7 +339,7 @@ def test_bad_torch_files(tmp_path):
 def test_shape_required(fmt, tmp_path):
     path, _ = export(_make(fm.MeanHead), IMG, fmt, tmp_path)
     with pytest.raises(EdgepackError, match="--input-shape") as e:
-        load_model(path)
+        load_model(path, trust_pickle=fmt == "pickle")
     _one_line(e)
 
 

@@ -242,6 +242,10 @@ def test_cli_prune_errors_leave_output_alone(cli_files, tmp_path):
     d = cli_files
     out = tmp_path / "pruned.pt2"
     out.write_text("keep me")
+    one_line_error(edgepack("prune", d / "m.pt2", "--data", d / "train.npz", "--target-macs", "0.5", "-o", out),
+                   "pruned.pt2", "not written by edgepack")  # a file edgepack did not write is never replaced
+    assert out.read_text() == "keep me"
+    out.unlink()
     one_line_error(edgepack("prune", d / "m.pt2", "--data", d / "noy.npz", "--target-macs", "0.5", "-o", out),
                    "noy.npz", "y")
     one_line_error(edgepack("prune", d / "m.pt2", "--data", d / "badlabels.npz", "--target-macs", "0.5", "-o",
@@ -251,7 +255,7 @@ def test_cli_prune_errors_leave_output_alone(cli_files, tmp_path):
                             "--per-step", "100", "--step-batches", "1", "--batch", "32"), "cannot reach")
     one_line_error(edgepack("prune", d / "missing.pt2", "--data", d / "train.npz", "--target-macs", "0.5",
                             "-o", out), "missing.pt2")
-    assert out.read_text() == "keep me"
+    assert not out.exists()
     assert not (tmp_path / "pruned.pt2.json").exists()
 
 

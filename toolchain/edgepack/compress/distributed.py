@@ -447,6 +447,27 @@ def checkpoint(path, state: dict) -> None:
     barrier()
 
 
+def _load_checkpoint(path):
+    """torch.load with the weights-only unpickler, allowing what edgepack's checkpoints hold beyond tensors
+    (numpy arrays and RNG states, edgepack graphs): a checkpoint file is never a way to run code."""
+    from torch.serialization import safe_globals
+
+    from ..graph import Graph, Node, QParams, Tensor
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    dtypes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFD"}
+    try:
+        with safe_globals([Graph, Node, QParams, Tensor, np.ndarray, np.dtype, _reconstruct, *dtypes]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if "Weights only load failed" in str(e):
+            raise RuntimeError(f"{path}: the checkpoint holds objects beyond tensors, arrays and edgepack graphs; "
+                               "edgepack does not unpickle them (delete the checkpoint to start afresh)") from None
+        raise
+
+
 def resume(path) -> dict | None:
     """The checkpoint at ``path`` (loaded on CPU), or None if there is none. Refuses a checkpoint written with
     another world size (the data shards and RNG streams would not continue the same run). Does not restore the
@@ -454,7 +475,7 @@ def resume(path) -> dict | None:
     path = os.fspath(path)
     if not os.path.exists(path):
         return None
-    st = torch.load(path, map_location="cpu", weights_only=False)
+    st = _load_checkpoint(path)
     if st.get("world_size", 1) != world_size():
         raise RuntimeError(f"{path}: written by a run on {st.get('world_size')} ranks, this run has "
                            f"{world_size()}; resume needs the same world size")

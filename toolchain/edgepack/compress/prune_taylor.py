@@ -76,9 +76,9 @@ CRITERIA = ("taylor", "taylor2", "magnitude")
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------
-def as_graph(model, input_shape=None) -> Graph:
+def as_graph(model, input_shape=None, trust_pickle: bool = False) -> Graph:
     """A float-dialect graph with batchnorms kept, from a model file path, an nn.Module (needs
-    ``input_shape``), a TorchGraph or a Graph (copied)."""
+    ``input_shape``), a TorchGraph or a Graph (copied). ``trust_pickle``: see :func:`edgepack.frontend.load_model`."""
     if isinstance(model, TorchGraph):
         return model.to_graph()
     if isinstance(model, Graph):
@@ -93,7 +93,7 @@ def as_graph(model, input_shape=None) -> Graph:
             ep = torch.export.export(copy.deepcopy(model).eval(), (torch.zeros(shape),))
         return _Walker(ep, type(model).__name__, shape).run(fold_bn=False)
     from ..frontend import load_model
-    return load_model(model, input_shape, fold_bn=False)
+    return load_model(model, input_shape, fold_bn=False, trust_pickle=trust_pickle)
 
 
 def _tensors(x, y=None):
@@ -102,7 +102,7 @@ def _tensors(x, y=None):
         return xt
     yt = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(y).astype(np.int64))
     if len(xt) != len(yt):
-        raise EdgepackError(f"data: {len(xt)} inputs but {len(yt)} labels")
+        raise EdgepackError(f"--data: {len(xt)} inputs but {len(yt)} labels")
     return xt, yt
 
 
@@ -384,20 +384,17 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
     world size resumes after its last step and ends with the same model as a run never interrupted (each step
     starts a fresh optimizer, so the step boundary holds the whole state; the final fine-tuning is redone)."""
     if criterion not in CRITERIA:
-        raise EdgepackError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
-    if target_macs is None and target_params is None:
-        raise EdgepackError("give a target: target_macs and / or target_params (fractions of the original)")
-    for name, v in (("target_macs", target_macs), ("target_params", target_params)):
-        if v is not None and not 0.0 < v <= 1.0:
-            raise EdgepackError(f"{name} must be a fraction in (0, 1], got {v}")
+        raise EdgepackError(f"--criterion {criterion}: unknown pruning criterion; choose one of {', '.join(CRITERIA)}")
+    check_targets(target_macs, target_params)
     xt, yt = _tensors(x, y)
     if len(xt) < batch:
-        raise EdgepackError(f"data: {len(xt)} examples, fewer than one minibatch of {batch}")
+        raise EdgepackError(f"--data: {len(xt)} examples, fewer than one minibatch (--batch {batch})")
     torch.manual_seed(seed)
     g = as_graph(model, input_shape)
     want = tuple(g.tensors[g.inputs[0]].shape[1:])
     if tuple(xt.shape[1:]) != want:
-        raise EdgepackError(f"data: inputs of shape {tuple(xt.shape[1:])} do not match the model input {want}")
+        raise EdgepackError(f"--data: inputs of shape {tuple(xt.shape[1:])} do not match the model input "
+                            f"(N, {', '.join(map(str, want))})")
     net = TorchGraph(g)
     macs0, params0 = graph_cost(g)
     ref_macs, ref_params = reference_cost or (macs0, params0)
@@ -530,19 +527,67 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
 
 
 # ---- files in, file out (the `edgepack prune` command) ------------------------------------------------------
+def check_targets(target_macs, target_params):
+    if target_macs is None and target_params is None:
+        raise EdgepackError("give a target: --target-macs and / or --target-params (fractions of the original, "
+                            "e.g. 0.6)")
+    for name, v in (("--target-macs", target_macs), ("--target-params", target_params)):
+        if v is not None and not 0.0 < v <= 1.0:
+            raise EdgepackError(f"{name} {v}: must be a fraction in (0, 1] of the original, e.g. 0.6")
+
+
+def check_output_file(output: Path, model=None):
+    """Refuse an output model path that pruning must not write: the input model itself, a folder, a path under
+    a file, or an existing file that no earlier ``edgepack prune`` wrote (its sidecar ``<output>.json`` records
+    the SHA-256 of the file edgepack wrote; a changed or foreign file is left alone)."""
+    import json
+    import os
+    from pathlib import Path
+
+    from .. import provenance
+    from ..outdir import check_parent_writable, sha256
+
+    output = Path(output)
+    if not isinstance(model, (Graph, nn.Module, TorchGraph)) and model is not None and Path(model).exists() \
+            and output.exists() and os.path.samefile(model, output):
+        raise EdgepackError(f"-o {output}: is the input model; write the pruned model to another file")
+    if output.is_dir():
+        raise EdgepackError(f"-o {output}: is a folder; give a file name ending in .pt2 or .onnx")
+    check_parent_writable(output, str(output))
+    side = provenance.sidecar(output)
+    for f in (output, side):
+        if not f.exists():
+            continue
+        try:
+            doc = json.loads(side.read_text())
+            ours = isinstance(doc, dict) and provenance.KEY in doc
+            written = doc.get("output_sha256") if ours else None
+        except (OSError, ValueError):
+            ours, written = False, None
+        if f == side and not ours:
+            raise EdgepackError(f"-o {output}: {side} exists and was not written by edgepack; pruning writes that "
+                                "file beside the model: move it or choose another -o (nothing was changed)")
+        if f == output and (written is None or sha256(output) != written):
+            raise EdgepackError(f"-o {output}: exists and was not written by edgepack prune (or was changed "
+                                "since); choose another -o or remove it yourself (nothing was changed)")
+
+
 def prune_file(model, data, output, target_macs=None, target_params=None, val=None, holdout: float = 0.1,
-               input_shape=None, command: str | None = None, **kw) -> dict:
+               input_shape=None, command: str | None = None, trust_pickle: bool = False, **kw) -> dict:
     """Prune the model file ``model`` on ``data`` (.npz with x, y) and write ``output`` (.pt2 or .onnx) and
     ``<output>.json`` (targets, costs before / after, accuracy before / after on the validation data, every
     step). Validation data: ``val`` (.npz), else a seeded ``holdout`` fraction of ``data`` kept out of
-    training. Nothing is written unless pruning succeeds; an existing output is replaced only then."""
+    training. Nothing is written unless pruning succeeds; an existing output is replaced only then, and only
+    if an earlier ``edgepack prune`` wrote it (its sidecar records the file's SHA-256)."""
     from pathlib import Path
 
     from .torch_graph import save_model
 
     output = Path(output)
     if output.suffix.lower() not in (".pt2", ".onnx"):
-        raise EdgepackError(f"{output}: the output model must be .pt2 or .onnx")
+        raise EdgepackError(f"-o {output}: the output model must be .pt2 or .onnx")
+    check_targets(target_macs, target_params)
+    check_output_file(output, model)
     x, y = load_labelled_npz(data)
     if val is not None:
         xv, yv = load_labelled_npz(val, "--val")
@@ -552,7 +597,12 @@ def prune_file(model, data, output, target_macs=None, target_params=None, val=No
         xv, yv, x, y = x[perm[:nv]], y[perm[:nv]], x[perm[nv:]], y[perm[nv:]]
     else:
         xv = yv = None
-    g = as_graph(model, input_shape)
+    g = as_graph(model, input_shape, trust_pickle=trust_pickle)
+    want = tuple(g.tensors[g.inputs[0]].shape[1:])
+    for f, xs in ((data, x), (val, xv)):
+        if xs is not None and tuple(xs.shape[1:]) != want:
+            raise EdgepackError(f"{f}: inputs of shape {tuple(xs.shape[1:])} do not match the model input "
+                                f"(N, {', '.join(map(str, want))})")
     n_out = g.tensors[g.outputs[0]].shape[-1]
     for name, lab in (("data", y), ("val", yv)):
         if lab is not None and (lab.min() < 0 or lab.max() >= n_out):
@@ -574,6 +624,8 @@ def prune_file(model, data, output, target_macs=None, target_params=None, val=No
         return info
     save_model(res.net, output)
     from .. import provenance
+    from ..outdir import sha256
+    info["output_sha256"] = sha256(output)
 
     step = {"method": "Taylor pruning", "paper": "Molchanov et al., CVPR 2019",
             "criterion": res.criterion, "target_macs": target_macs, "target_params": target_params,

@@ -66,7 +66,7 @@ class TorchGraph(nn.Module):
                     key += "_"
                 used.add(key)
                 self._key[t] = key
-                data = torch.from_numpy(np.ascontiguousarray(g.tensors[t].data, dtype=np.float32))
+                data = torch.from_numpy(np.array(g.tensors[t].data, dtype=np.float32, order="C"))  # a writable copy
                 if t in stats:
                     self.register_buffer("s_" + key, data.clone())
                     self._buffers_of[t] = "s_" + key

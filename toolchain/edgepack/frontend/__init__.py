@@ -22,12 +22,14 @@ from ..graph import Graph, fold_batchnorm, infer_shapes
 __all__ = ["load_model", "finish_graph"]
 
 
-def load_model(path, input_shape=None, fold_bn: bool = True) -> Graph:
+def load_model(path, input_shape=None, fold_bn: bool = True, trust_pickle: bool = False) -> Graph:
     """Import a model file (.onnx, .pt2, .pt) into a float-dialect graph with batch 1.
 
     ``input_shape`` (a tuple, NCHW or (N, F)) is needed only where the file carries no shapes (TorchScript,
     pickled nn.Module); where given for other formats it fills in dynamic dimensions. ``fold_bn=False`` keeps
     batchnorm nodes (for training-time tools such as pruning, which fine-tune the batchnorm parameters).
+    ``trust_pickle`` allows a pickled nn.Module ``.pt`` (unpickling runs code from the file); nothing else
+    ever unpickles objects from a model file.
     """
     path = Path(path)
     if not path.is_file():
@@ -50,7 +52,7 @@ def load_model(path, input_shape=None, fold_bn: bool = True) -> Graph:
         g, fmt = load_pt2(path, input_shape, fold_bn), "pt2"
     elif suffix in (".pt", ".pth"):
         from .torch_frontend import load_pt
-        g, fmt = load_pt(path, input_shape, fold_bn)
+        g, fmt = load_pt(path, input_shape, fold_bn, trust_pickle=trust_pickle)
     else:
         raise EdgepackError(f"{path}: unknown model format '{suffix}'; expected .onnx, .pt2 (torch.export.save) "
                             "or .pt (TorchScript or pickled nn.Module)")
@@ -72,6 +74,7 @@ def finish_graph(g: Graph, source: str, fold_bn: bool = True) -> Graph:
         raise EdgepackError(f"{source}: input shape {shape} is not NCHW or (N, F) with batch 1")
     if g.outputs[0] in g.inputs:
         raise EdgepackError(f"{source}: the model output is its input; nothing to compile")
+    _check_finite(g, source)
     _remove_identities(g)
     _merge_pads(g, source)
     _relu_from_clip(g)
@@ -86,12 +89,27 @@ def finish_graph(g: Graph, source: str, fold_bn: bool = True) -> Graph:
     infer_shapes(g, source=source)
     if fold_bn:
         fold_batchnorm(g, source=source)
+        _check_finite(g, source, "after folding its batchnorm (a negative or NaN running variance?)")
     if _simplify_reshapes(g):
         infer_shapes(g, source=source)
     if not g.nodes:
         raise EdgepackError(f"{source}: the model has no operators left to compile")
     g.prune_unused()
     return g
+
+
+def _check_finite(g: Graph, source: str, when: str = ""):
+    """Every constant must be finite: NaN or Inf weights cannot be quantized (one line naming the layer)."""
+    for name, t in g.tensors.items():
+        if t.data is None or t.data.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(t.data)
+        if bad.any():
+            users = [n.name for n in g.nodes if name in n.inputs]
+            where = f"layer '{users[0]}'" if users else f"constant '{name}'"
+            what = "NaN" if np.isnan(t.data[bad]).any() else "Inf"
+            raise EdgepackError(f"{source}: {where} has {int(bad.sum())} non-finite value(s) ({what}) in {name}"
+                                f"{' ' + when if when else ''}; retrain or fix the weights before building")
 
 
 def _remove_identities(g: Graph):

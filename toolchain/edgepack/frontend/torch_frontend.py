@@ -7,9 +7,12 @@ their inputs (``t``/``permute`` of a weight, size arithmetic) are evaluated with
 Reshape targets are taken from the node's recorded output shape (``meta["val"]``) with the batch kept at dim 0.
 
 * ``.pt2``: ``torch.export.load``.
-* pickled ``nn.Module`` (``torch.save(model)``): ``torch.load(weights_only=False)``, which runs the pickle
-  (only load files you trust) and needs the model's class importable; then ``torch.export.export`` at
-  ``input_shape`` with batch 1.
+* pickled ``nn.Module`` (``torch.save(model)``): only with ``trust_pickle`` (``--trust-pickle``):
+  ``torch.load(weights_only=False)`` runs the pickle, so it could run any code, and needs the model's class
+  importable; then ``torch.export.export`` at ``input_shape`` with batch 1. Without the opt-in such a file is
+  refused (a state_dict, read with the weights-only unpickler, is named as such).
+* ``.pt2`` archives are read with every pickled member going through torch's weights-only unpickler, so
+  loading one never runs code from the file.
 * TorchScript (``torch.jit.save``): ``torch.jit.load`` then ``torch._export.converter.TS2EPConverter``, which
   turns the scripted or traced module into an ExportedProgram of the same aten ops, so TorchScript models share
   the walker, its op names in errors and the exact weights. The alternative, the TorchScript-based
@@ -51,7 +54,7 @@ def _torch_reason(e: BaseException) -> str:
     text = " ".join(str(e).split())
     for cut in (" This is an internal miniz error", " If you are seeing this error"):
         text = text.split(cut)[0]
-    return short_reason(type(e)(text) if text else e)
+    return short_reason(Exception(text) if text else e)  # not type(e)(text): many take other arguments
 
 
 def _import_torch(path):
@@ -62,19 +65,56 @@ def _import_torch(path):
     return torch
 
 
+@contextlib.contextmanager
+def _no_code_from_pickles(torch):
+    """Within: every unpickling that ``torch.export.load`` does goes through torch's weights-only unpickler,
+    which builds only tensors, storages and plain containers and refuses any other global, so a ``__reduce__``
+    payload in any pickled member of the archive (sample inputs, pickled weights or constants, legacy weight
+    and constant files) is never called. Python's own unpickling functions (``pickle.load``, ``pickle.loads``:
+    opaque constants) and TorchScript's object unpickler (custom-class constants) are refused outright while
+    it runs."""
+    import pickle
+
+    def refuse(*_a, **_k):
+        raise pickle.UnpicklingError("the archive holds a pickled Python object; edgepack does not unpickle "
+                                     "objects from model files")
+
+    real_load = torch.load
+
+    def weights_only_load(f, *args, **kw):
+        kw["weights_only"] = True
+        return real_load(f, *args, **kw)
+
+    saved = [(torch, "load", weights_only_load), (torch._C, "_pickle_load_obj", refuse),
+             (pickle, "load", refuse), (pickle, "loads", refuse)]
+    saved = [(obj, name, getattr(obj, name), new) for obj, name, new in saved]
+    for obj, name, _old, new in saved:
+        setattr(obj, name, new)
+    try:
+        yield
+    finally:
+        for obj, name, old, _new in saved:
+            setattr(obj, name, old)
+
+
 def load_pt2(path: Path, input_shape=None, fold_bn: bool = True) -> Graph:
-    """Read a torch.export.save archive."""
+    """Read a torch.export.save archive without running code from it (:func:`_no_code_from_pickles`)."""
     torch = _import_torch(path)
     try:
-        with _quiet():
+        with _quiet(), _no_code_from_pickles(torch):
             ep = torch.export.load(str(path))
     except Exception as e:
+        if "Weights only load failed" in str(e) or "does not unpickle" in str(e) or \
+                type(e).__name__ == "UnpicklingError":
+            raise EdgepackError(f"{path}: the archive holds pickled data that is not plain tensors (it could run "
+                                "code when loaded), so edgepack refuses it; re-export the model with "
+                                "torch.export.save from a trusted environment") from None
         raise EdgepackError(f"{path}: not a valid torch.export (.pt2) file ({_torch_reason(e)})") from None
     return _Walker(ep, str(path), input_shape).run(fold_bn)
 
 
-def load_pt(path: Path, input_shape=None, fold_bn: bool = True):
-    """Read a TorchScript file or a pickled nn.Module; returns (graph, format)."""
+def load_pt(path: Path, input_shape=None, fold_bn: bool = True, trust_pickle: bool = False):
+    """Read a TorchScript file, or a pickled nn.Module if ``trust_pickle``; returns (graph, format)."""
     torch = _import_torch(path)
     try:
         with _quiet():
@@ -83,6 +123,27 @@ def load_pt(path: Path, input_shape=None, fold_bn: bool = True):
         sm = None
     if sm is not None:
         return _from_torchscript(torch, sm, path, input_shape, fold_bn), "torchscript"
+    try:  # plain tensors and containers only: never runs code
+        with _quiet():
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        try:  # which Python objects the pickle would build (read without running it)
+            from torch.serialization import get_unsafe_globals_in_checkpoint
+            objects = get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:
+            objects = []
+        if not objects:
+            raise EdgepackError(f"{path}: not a valid PyTorch file ({_torch_reason(e)})") from None
+        obj = None
+    if obj is not None and not isinstance(obj, torch.nn.Module):
+        what = "a state_dict" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise EdgepackError(f"{path}: the file holds {what}, not a model; save the nn.Module itself "
+                            "(torch.save(model)), or use torch.export.save / torch.jit.save")
+    if not trust_pickle:
+        shown = ", ".join(objects[:2]) + (", ..." if len(objects) > 2 else "")
+        raise EdgepackError(f"{path}: a pickled nn.Module ({shown}); unpickling it runs code from the file, so "
+                            "edgepack needs --trust-pickle to load it (only for files you trust), or save the "
+                            "model with torch.export.save (.pt2) or torch.jit.save")
     try:
         with _quiet():
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
@@ -100,7 +161,7 @@ def load_pt(path: Path, input_shape=None, fold_bn: bool = True):
                             "(torch.save(model)), or use torch.export.save / torch.jit.save")
     if input_shape is None:
         raise EdgepackError(f"{path}: a pickled nn.Module carries no input shape; pass --input-shape "
-                            "(e.g. 1,3,32,32)")
+                            "(e.g. 1,3,32,32) or --calib")
     try:
         with _quiet(), torch.no_grad():
             ep = torch.export.export(obj.eval(), (torch.zeros(input_shape),))
@@ -113,7 +174,7 @@ def load_pt(path: Path, input_shape=None, fold_bn: bool = True):
 def _from_torchscript(torch, sm, path, input_shape, fold_bn=True) -> Graph:
     if input_shape is None:
         raise EdgepackError(f"{path}: a TorchScript file carries no input shape; pass --input-shape "
-                            "(e.g. 1,3,32,32)")
+                            "(e.g. 1,3,32,32) or --calib")
     sm = sm.eval()
     try:
         from torch._export.converter import TS2EPConverter
