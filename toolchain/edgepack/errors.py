@@ -1,4 +1,4 @@
-"""One error type for everything a user can get wrong.
+"""One error type for everything a user can get wrong, and the readers of user data files that use it.
 
 The CLI prints ``str(err)`` on one line and exits non-zero; it never shows a stack trace for these.
 """
@@ -11,19 +11,87 @@ class EdgepackError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-def load_npy(path, option: str):
-    """np.load a user's .npy file, or a one-line error naming the file and the option it came from."""
-    from pathlib import Path
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every clean-up path SIGINT takes runs for it too."""
 
-    import numpy as np
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _sniff(path, expects: str) -> bytes:
+    """The first bytes of a user's data file, or a one-line error (no such file, not a file, unreadable)."""
+    from pathlib import Path
 
     path = Path(path)
     if not path.exists():
-        raise EdgepackError(f"{path}: no such file ({option} expects a .npy float batch)")
+        raise EdgepackError(f"{path}: no such file ({expects})")
+    if not path.is_file():
+        raise EdgepackError(f"{path}: not a file ({expects})")
     try:
-        return np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError as e:
+        raise EdgepackError(f"{path}: cannot read it ({e.strerror})") from None
+
+
+def _np_load(path, what: str, **kw):
+    """np.load without pickles; a one-line error for pickled or unreadable contents."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False, **kw)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise EdgepackError(f"{path}: holds pickled Python objects, which edgepack never loads; save numeric "
+                                f"arrays with {what}") from None
+        raise EdgepackError(f"{path}: not a readable file for {what} ({str(e).splitlines()[0][:120]})") from None
     except Exception as e:
-        raise EdgepackError(f"{path}: not a readable .npy file ({e})") from e
+        raise EdgepackError(f"{path}: not a readable file for {what} ({str(e).splitlines()[0][:120]})") from None
+
+
+def check_batch(x, path, option: str, *, labels: bool = False):
+    """A float batch from a user's file: real numbers (float, int or bool), at least one sample, all finite.
+    Returns it as float32 (integers and bools convert exactly up to 2^24)."""
+    import numpy as np
+
+    kind = x.dtype.kind
+    if kind == "c":
+        raise EdgepackError(f"{path}: {option} holds complex values ({x.dtype}); edgepack takes real inputs: "
+                            "save the real part (or magnitude) as float32")
+    if kind not in "fiub":
+        raise EdgepackError(f"{path}: {option} holds {x.dtype} values, not numbers; save a float32 array "
+                            "with np.save")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise EdgepackError(f"{path}: {option} holds no samples (shape {x.shape}); save a batch (N, ...) with "
+                            "N >= 1")
+    x = x.astype(np.float32)  # float64 beyond float32's range becomes Inf: refused below
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        what = "NaN" if np.isnan(x[tuple(first)]) else "Inf"
+        raise EdgepackError(f"{path}: {option} holds {int(bad.sum())} non-finite value(s) ({what} first at "
+                            f"sample {first[0]}, index {tuple(int(i) for i in first[1:])}); remove or replace "
+                            "them")
+    return x
+
+
+def load_npy(path, option: str):
+    """np.load a user's .npy file, or a one-line error naming the file and the option it came from. Never
+    unpickles; a .npz (zip) or a text file named .npy is refused as such."""
+    head = _sniff(path, f"{option} expects a .npy float batch")
+    if head.startswith(ZIP_MAGIC):
+        raise EdgepackError(f"{path}: a zip archive (an .npz?), not a .npy file; {option} expects one array "
+                            "saved with np.save")
+    if not head.startswith(NPY_MAGIC):
+        raise EdgepackError(f"{path}: not a .npy file (no NumPy header; text or another format?); {option} "
+                            "expects an array saved with np.save")
+    return _np_load(path, "np.save")
+
+
+def load_batch(path, option: str):
+    """A float32 batch from a .npy file: :func:`load_npy` then :func:`check_batch`."""
+    return check_batch(load_npy(path, option), path, option)
 
 
 def load_labelled_npz(path, option: str = "--data"):
@@ -34,13 +102,15 @@ def load_labelled_npz(path, option: str = "--data"):
     import numpy as np
 
     path = Path(path)
-    if not path.is_file():
-        raise EdgepackError(f"{path}: no such file ({option} expects an .npz with arrays x and y)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
+    head = _sniff(path, f"{option} expects an .npz with arrays x and y")
+    if not head.startswith(ZIP_MAGIC):
+        raise EdgepackError(f"{path}: not an .npz file; {option} expects np.savez(path, x=inputs, y=labels)")
+    with _np_load(path, "np.savez") as z:
+        try:
             arrays = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise EdgepackError(f"{path}: not a readable .npz file ({str(e).splitlines()[0][:120]})") from None
+        except ValueError as e:
+            raise EdgepackError(f"{path}: holds pickled Python objects or unreadable arrays, which edgepack never "
+                                f"loads ({str(e).splitlines()[0][:80]}); save numeric arrays with np.savez") from None
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise EdgepackError(f"{path}: no array named {' or '.join(missing)} (has: {', '.join(arrays) or 'none'}); "
@@ -48,6 +118,7 @@ def load_labelled_npz(path, option: str = "--data"):
     x, y = arrays["x"], arrays["y"]
     if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
         raise EdgepackError(f"{path}: y must be a 1-D array of integer class labels, got {y.dtype} {y.shape}")
+    x = check_batch(x, path, f"{option} x")
     if len(x) != len(y):
         raise EdgepackError(f"{path}: x has {len(x)} examples but y has {len(y)}")
-    return x.astype(np.float32), y.astype(np.int64)
+    return x, y.astype(np.int64)
