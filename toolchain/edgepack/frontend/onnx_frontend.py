@@ -16,10 +16,13 @@ import numpy as np
 from ..errors import EdgepackError
 from ..graph import Graph
 from . import finish_graph, short_reason
+from .layout import lift_axis, lift_perm, lift_shape, set_io
 
 SUPPORTED = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Conv", "Dropout", "Flatten", "Gemm",
              "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Pad", "ReduceMean", "Relu", "Reshape",
-             "Sign", "Softmax")
+             "Sign", "Softmax",
+             # issue 14 part B: layout, resize, transposed convolution (1-D ops of rank-3 tensors as 2-D)
+             "ConvTranspose", "Resize", "Squeeze", "Transpose", "Unsqueeze", "Upsample")
 
 # ops never folded even when all inputs are constant (random or stateful)
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -167,9 +170,9 @@ class _Importer:
                 raise EdgepackError(f"{self.src}: input '{inp.name}' has no fixed shape "
                                     f"({'unknown' if dims is None else tuple(dims)}); pass --input-shape")
             shape = [1] + dims[1:]
-        if len(shape) not in (2, 4):
-            raise EdgepackError(f"{self.src}: input '{inp.name}' has shape {tuple(shape)}; edgepack supports NCHW "
-                                "or (N, F) inputs")
+        if len(shape) not in (2, 3, 4):
+            raise EdgepackError(f"{self.src}: input '{inp.name}' has shape {tuple(shape)}; edgepack supports NCHW, "
+                                "(N, C, L) or (N, F) inputs")
         # keep a fixed batch of the file for shape inference (reshape constants may name it); else 1
         self.batch = dims[0] if dims is not None and dims[0] is not None else 1
         shape[0] = self.batch
@@ -186,7 +189,8 @@ class _Importer:
                 d = [x.dim_value if x.HasField("dim_value") else None for x in t.shape.dim]
                 if all(v is not None for v in d):
                     self.shapes[vi.name] = tuple(d)
-        self.g.add_tensor(inp.name, shape=(1,) + tuple(shape[1:]))
+        self.model_input = (1,) + tuple(shape[1:])
+        self.g.add_tensor(inp.name, shape=lift_shape(self.model_input))
         self.g.inputs = [inp.name]
         return g.output[0].name
 
@@ -215,6 +219,11 @@ class _Importer:
         if out not in self.g.tensors:
             raise EdgepackError(f"{self.src}: the model output '{out_name}' is not produced by any node")
         self.g.outputs = [out]
+        if len(self.model_input) == 3:
+            set_io(self.g, "input", self.model_input)
+        oshape = self.shape_of(out_name)
+        if oshape is not None and len(oshape) == 3:
+            set_io(self.g, "output", (1,) + tuple(oshape[1:]))
         return finish_graph(self.g, self.src, fold_bn)
 
     def unsupported(self, node):
@@ -302,17 +311,19 @@ class _Importer:
                 self.fail(node, f"shapes {sx} and {sy} differ; broadcasting adds are not supported")
         self.g.add_node("add", node.name, names, [node.output[0]])
 
-    def _spatial(self, node, a, kernel, what):
-        """strides, pads (t, l, b, r) and dilations of a Conv/Pool node, with auto_pad resolved."""
-        strides = tuple(a.get("strides", (1, 1)))
-        dil = tuple(a.get("dilations", (1, 1)))
-        pads = tuple(a.get("pads", (0, 0, 0, 0)))
-        if len(kernel) != 2 or len(strides) != 2 or len(dil) != 2 or len(pads) != 4:
-            self.fail(node, f"only 2-D {what} is supported")
+    def _spatial(self, node, a, kernel, what, auto_ok=True):
+        """kernel, strides, pads (t, l, b, r) and dilations of a Conv/Pool node, with auto_pad resolved; a 1-D
+        node (of an (N, C, L) tensor) becomes the 2-D one with H = 1."""
+        nd = len(kernel)
+        strides = tuple(a.get("strides", (1,) * nd))
+        dil = tuple(a.get("dilations", (1,) * nd))
+        pads = tuple(a.get("pads", (0,) * (2 * nd)))
+        if nd not in (1, 2) or len(strides) != nd or len(dil) != nd or len(pads) != 2 * nd:
+            self.fail(node, f"only 1-D and 2-D {what} is supported")
         auto = _s(a.get("auto_pad", "NOTSET"))
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if auto in ("SAME_UPPER", "SAME_LOWER") and auto_ok:
             s = self.shape_of(node.input[0])
-            if s is None or len(s) != 4:
+            if s is None or len(s) != nd + 2:
                 self.fail(node, "auto_pad SAME needs a known input shape")
             pb, pe = [], []
             for size, k, st, d in zip(s[2:], kernel, strides, dil):
@@ -320,27 +331,50 @@ class _Importer:
                 small, big = total // 2, total - total // 2
                 pb.append(small if auto == "SAME_UPPER" else big)
                 pe.append(big if auto == "SAME_UPPER" else small)
-            pads = (pb[0], pb[1], pe[0], pe[1])
+            pads = tuple(pb + pe)
         elif auto == "VALID":
-            pads = (0, 0, 0, 0)
+            pads = (0,) * (2 * nd)
         elif auto != "NOTSET":
             self.fail(node, f"auto_pad '{auto}' is not supported")
         if min(pads) < 0:
             self.fail(node, f"negative pads {pads} are not supported")
-        return strides, tuple(int(p) for p in pads), dil
+        if nd == 1:
+            kernel, strides, dil, pads = (1,) + tuple(kernel), (1,) + strides, (1,) + dil, (0, pads[0], 0, pads[1])
+        return tuple(int(k) for k in kernel), strides, tuple(int(p) for p in pads), dil
 
     def op_Conv(self, node, a):
         x = self.act(node, node.input[0])
         w = self.const(node, node.input[1])
-        if w.ndim != 4:
-            self.fail(node, "only 2-D convolution is supported")
-        kernel = tuple(a.get("kernel_shape", w.shape[2:]))
-        strides, pads, dil = self._spatial(node, a, kernel, "convolution")
+        if w.ndim not in (3, 4):
+            self.fail(node, "only 1-D and 2-D convolution is supported")
+        kernel, strides, pads, dil = self._spatial(node, a, tuple(a.get("kernel_shape", w.shape[2:])),
+                                                   "convolution")
+        w = w[:, :, None, :] if w.ndim == 3 else w
         ins = [x, self.wconst(node.input[1], w)]
         if len(node.input) > 2 and node.input[2]:
             ins.append(self.wconst(node.input[2], self.const(node, node.input[2], "bias")))
         self.g.add_node("conv2d", node.name, ins, [node.output[0]], strides=strides, pads=pads, dilations=dil,
                         group=int(a.get("group", 1)))
+
+    def op_ConvTranspose(self, node, a):
+        x = self.act(node, node.input[0])
+        w = self.const(node, node.input[1])
+        if w.ndim not in (3, 4):
+            self.fail(node, "only 1-D and 2-D transposed convolution is supported")
+        if "output_shape" in a:
+            self.fail(node, "output_shape is not supported; give pads and output_padding instead")
+        if _s(a.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+            self.fail(node, f"auto_pad '{_s(a['auto_pad'])}' is not supported for a transposed convolution")
+        kernel, strides, pads, dil = self._spatial(node, a, tuple(a.get("kernel_shape", w.shape[2:])),
+                                                   "transposed convolution")
+        op = tuple(int(v) for v in a.get("output_padding", (0,) * (w.ndim - 2)))
+        op = (0,) + op if w.ndim == 3 else op
+        w = w[:, :, None, :] if w.ndim == 3 else w
+        ins = [x, self.wconst(node.input[1], w)]
+        if len(node.input) > 2 and node.input[2]:
+            ins.append(self.wconst(node.input[2], self.const(node, node.input[2], "bias")))
+        self.g.add_node("conv_transpose2d", node.name, ins, [node.output[0]], strides=strides, pads=pads,
+                        output_padding=op, dilations=dil, group=int(a.get("group", 1)))
 
     def op_BatchNormalization(self, node, a):
         if a.get("training_mode", 0) or (len(node.output) > 1 and any(node.output[1:])):
@@ -354,6 +388,7 @@ class _Importer:
         if not a.get("ceil_mode", 0):
             return
         s = self.shape_of(node.input[0])
+        s = lift_shape(s) if s is not None else None
         if s is not None and len(s) == 4:
             same = all(
                 (size + p0 + p1 - d * (k - 1) - 1) % st == 0
@@ -366,19 +401,16 @@ class _Importer:
         x = self.act(node, node.input[0])
         if len(node.output) > 1 and node.output[1]:
             self.fail(node, "the indices output of MaxPool is not supported")
-        kernel = tuple(a["kernel_shape"])
-        strides, pads, dil = self._spatial(node, a, kernel, "pooling")
-        if dil != (1, 1):
-            self.fail(node, "dilated pooling is not supported")
-        self._check_ceil(node, a, kernel, strides, pads)
-        self.g.add_node("maxpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads)
+        kernel, strides, pads, dil = self._spatial(node, a, tuple(a["kernel_shape"]), "pooling")
+        self._check_ceil(node, a, kernel, strides, pads, dil)
+        self.g.add_node("maxpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads,
+                        dilations=dil)
 
     def op_AveragePool(self, node, a):
         x = self.act(node, node.input[0])
-        kernel = tuple(a["kernel_shape"])
-        strides, pads, dil = self._spatial(node, a, kernel, "pooling")
+        kernel, strides, pads, dil = self._spatial(node, a, tuple(a["kernel_shape"]), "pooling")
         if dil != (1, 1):
-            self.fail(node, "dilated pooling is not supported")
+            self.fail(node, "dilated average pooling is not supported")
         self._check_ceil(node, a, kernel, strides, pads)
         self.g.add_node("avgpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads,
                         count_include_pad=bool(a.get("count_include_pad", 0)))
@@ -394,9 +426,9 @@ class _Importer:
         s = self.shape_of(node.input[0])
         rank = len(s) if s is not None else 4
         axes = sorted(int(v) % rank for v in axes) if axes is not None and len(axes) else None
-        if rank != 4 or axes != [2, 3]:
-            self.fail(node, f"only a mean over H and W (axes [2, 3]) of an NCHW tensor is supported, got axes "
-                            f"{axes}")
+        if (rank, axes) not in ((4, [2, 3]), (3, [2])):
+            self.fail(node, f"only a mean over H and W (axes [2, 3]) of an NCHW tensor or over L (axis 2) of an "
+                            f"(N, C, L) tensor is supported, got axes {axes}")
         if a.get("keepdims", 1):
             self.g.add_node("global_avgpool", node.name, [x], [node.output[0]])
         else:
@@ -429,7 +461,75 @@ class _Importer:
             target = [1] + list(sy[1:])
         elif target and target[0] == self.batch:
             target[0] = 1
-        self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=tuple(target))
+        if len(target) == 3 and -1 in target:
+            self.fail(node, "a reshape to an unknown rank-3 shape is not supported (shape inference gave no shape)")
+        self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=lift_shape(target))
+
+    def _reshape_to_inferred(self, node):
+        """Squeeze / Unsqueeze of an activation: a reshape to the shape ONNX shape inference gave it."""
+        x = self.act(node, node.input[0])
+        sx, sy = self.shape_of(node.input[0]), self.shape_of(node.output[0])
+        if sx is None or sy is None:
+            self.fail(node, "the shapes of its input and output are not known at import time")
+        if not sy or sx[0] != sy[0]:
+            self.fail(node, f"a reshape from {sx} to {sy} changes the batch dimension; only reshapes that keep "
+                            "dimension 0 are supported")
+        self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=lift_shape([1] + list(sy[1:])))
+
+    def op_Squeeze(self, node, a):
+        self._reshape_to_inferred(node)
+
+    def op_Unsqueeze(self, node, a):
+        self._reshape_to_inferred(node)
+
+    def op_Transpose(self, node, a):
+        x = self.act(node, node.input[0])
+        s = self.shape_of(node.input[0])
+        if s is None:
+            self.fail(node, "the rank of its input is not known at import time")
+        perm = [int(p) for p in a.get("perm", list(range(len(s)))[::-1])]
+        if perm[0] != 0:
+            self.fail(node, f"a permutation {perm} that moves the batch dimension is not supported")
+        self.g.add_node("transpose", node.name, [x], [node.output[0]], perm=lift_perm(perm))
+
+    def _resize(self, node, mode, coord, nearest, scales):
+        x = self.act(node, node.input[0])
+        sx, sy = self.shape_of(node.input[0]), self.shape_of(node.output[0])
+        if sx is None or sy is None or len(sx) not in (3, 4):
+            self.fail(node, "only a resize of a known (N, C, H, W) or (N, C, L) shape is supported")
+        if tuple(sx[:2]) != tuple(sy[:2]):
+            self.fail(node, f"a resize from {sx} to {sy} of the batch or channel axes is not supported")
+        if mode not in ("nearest", "linear"):
+            self.fail(node, f"mode '{mode}' is not supported; only nearest and linear")
+        if coord not in ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners"):
+            self.fail(node, f"coordinate_transformation_mode '{coord}' is not supported")
+        if scales is not None:
+            scales = [float(v) for v in np.asarray(scales).reshape(-1)]
+            if len(scales) != len(sx) or scales[:2] != [1.0, 1.0]:
+                self.fail(node, f"scales {scales} must be 1 on the batch and channel axes")
+            scales = tuple(lift_shape(scales)[2:])
+        self.g.add_node("resize", node.name, [x], [node.output[0]], mode="bilinear" if mode == "linear" else mode,
+                        size=tuple(lift_shape(sy)[2:]), coord=coord, nearest=nearest, scales=scales)
+
+    def op_Resize(self, node, a):
+        if a.get("antialias", 0) or a.get("axes") is not None:
+            self.fail(node, "antialias and axes are not supported")
+        mode = _s(a.get("mode", "nearest"))
+        if self.opset < 11:  # opset 10: like Upsample
+            scales = self.const(node, node.input[1], "scales")
+            return self._resize(node, mode, "asymmetric", "floor", scales)
+        scales = None
+        if len(node.input) > 2 and node.input[2]:
+            scales = self.const(node, node.input[2], "scales")
+            scales = scales if scales.size else None
+        self._resize(node, mode, _s(a.get("coordinate_transformation_mode", "half_pixel")),
+                     _s(a.get("nearest_mode", "round_prefer_floor")), scales)
+
+    def op_Upsample(self, node, a):
+        scales = a.get("scales")
+        if len(node.input) > 1 and node.input[1]:
+            scales = self.const(node, node.input[1], "scales")
+        self._resize(node, _s(a.get("mode", "nearest")), "asymmetric", "floor", scales)
 
     def op_Gemm(self, node, a):
         if a.get("transA", 0):
@@ -451,8 +551,10 @@ class _Importer:
     def op_MatMul(self, node, a):
         x = self.act(node, node.input[0])
         w = self.const(node, node.input[1])
-        if w.ndim != 2:
-            self.fail(node, "only a matrix product with a constant 2-D weight is supported")
+        s = self.shape_of(node.input[0])
+        if w.ndim != 2 or (s is not None and len(s) > 2):
+            self.fail(node, "only a matrix product of an (N, F) activation with a constant 2-D weight is "
+                            "supported; flatten the input first")
         self.g.add_node("dense", node.name, [x, self.wconst(node.input[1], w.T)], [node.output[0]])
 
     def op_Softmax(self, node, a):
@@ -463,7 +565,7 @@ class _Importer:
             axis %= len(s)
             if self.opset < 13 and axis != len(s) - 1:
                 self.fail(node, "softmax over more than the last axis (opset < 13) is not supported")
-            axis = -1 if axis == len(s) - 1 else axis
+            axis = -1 if axis == len(s) - 1 else lift_axis(axis, len(s))
         self.g.add_node("softmax", node.name, [x], [node.output[0]], axis=axis)
 
     def op_Pad(self, node, a):
@@ -492,6 +594,8 @@ class _Importer:
             full[ax], full[r + ax] = pads[i], pads[rank + i]
         if value != 0.0:
             self.fail(node, f"padding with {value} is not supported; only zero padding")
+        if r == 3:  # L of an (N, C, L) tensor: W of its (N, C, 1, L) form
+            r, full = 4, [full[0], full[1], 0, full[2], full[3], full[4], 0, full[5]]
         if r != 4 or any(full[i] for i in (0, 1, 4, 5)) or min(full) < 0:
             self.fail(node, f"pads {pads} are not supported; only non-negative padding of H and W of NCHW")
         self.g.add_node("pad", node.name, [x], [node.output[0]], pads=(full[2], full[3], full[6], full[7]))

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import EdgepackError
 from ..graph import Graph
 from . import finish_graph, short_reason
+from .layout import lift_axis, lift_perm, lift_shape, set_io
 
 
 @contextlib.contextmanager
@@ -155,7 +156,12 @@ _SUPPORTED = (
     "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "mean", "add",
     "add_", "flatten", "view", "reshape", "_unsafe_view", "linear", "addmm", "mm", "matmul", "softmax",
     "_softmax", "dropout", "native_dropout", "clone", "contiguous", "alias", "detach", "lift_fresh_copy",
-    "pad", "constant_pad_nd", "sign")
+    "pad", "constant_pad_nd", "sign",
+    # issue 14 part B: rank-3 (N, C, L) ops, layout, resize, transposed / grouped convolution
+    "conv1d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool1d_with_indices", "avg_pool1d",
+    "adaptive_avg_pool1d", "squeeze", "unsqueeze", "permute", "transpose", "swapaxes", "channel_shuffle",
+    "native_channel_shuffle", "upsample_nearest2d", "upsample_bilinear2d", "_upsample_nearest_exact2d",
+    "upsample_nearest1d", "upsample_linear1d", "_upsample_nearest_exact1d")
 _IGNORED_PREFIXES = ("_assert", "sym_constrain_range")
 _SIZE_OPS = ("sym_size", "size")
 
@@ -184,6 +190,14 @@ def _pair(v):
         v = [int(x) for x in v]
         return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
     return (int(v), int(v))
+
+
+def _hw(v, one_d: bool, fill: int):
+    """A 2-D (H, W) parameter; a 1-D op's single value becomes W with ``fill`` for H (its H is 1)."""
+    if not one_d:
+        return _pair(v)
+    v = [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
+    return (fill, v[0])
 
 
 def _concrete(v):
@@ -319,6 +333,11 @@ class _Walker:
         if not isinstance(v, _Act):
             raise EdgepackError(f"{self.src}: the model output is not a tensor computed from the input")
         self.g.outputs = [str(v)]
+        if len(self.model_input) == 3:
+            set_io(self.g, "input", self.model_input)
+        oshape = self.meta_shape(outs[0])
+        if oshape is not None and len(oshape) == 3:
+            set_io(self.g, "output", (1,) + tuple(int(_concrete(d)) for d in oshape[1:]))
         return finish_graph(self.g, self.src, fold_bn)
 
     def placeholder(self, node, n_inputs):
@@ -340,10 +359,11 @@ class _Walker:
                                     f"{tuple(d if d is not None else '?' for d in dims)}; pass --input-shape")
             shape = tuple(dims)
         shape = (1,) + tuple(shape[1:])
-        if len(shape) not in (2, 4):
-            raise EdgepackError(f"{self.src}: input '{node.name}' has shape {shape}; edgepack supports NCHW or "
-                                "(N, F) inputs")
-        self.g.add_tensor(node.name, shape=shape)
+        if len(shape) not in (2, 3, 4):
+            raise EdgepackError(f"{self.src}: input '{node.name}' has shape {shape}; edgepack supports NCHW, "
+                                "(N, C, L) or (N, F) inputs")
+        self.model_input = shape
+        self.g.add_tensor(node.name, shape=lift_shape(shape))
         self.g.inputs = [node.name]
         self.env[node.name] = _Act(node.name)
 
@@ -402,12 +422,23 @@ class _Walker:
     def _conv(self, node, b, transposed=False):
         x = self.act(node, b["input"])
         w = self.const(node, b["weight"])
-        if transposed:
-            self.fail(node, "transposed convolution is not supported")
-        if w.ndim != 4:
-            self.fail(node, "only 2-D convolution is supported")
-        stride, dil, groups = _pair(b["stride"]), _pair(b["dilation"]), int(b["groups"])
+        if w.ndim not in (3, 4):
+            self.fail(node, "only 1-D and 2-D convolution is supported")
+        one = w.ndim == 3
+        if one:  # Conv1d: the 2-D convolution with H = 1
+            w = w[:, :, None, :]
+        stride, dil, groups = _hw(b["stride"], one, 1), _hw(b["dilation"], one, 1), int(b["groups"])
         pad = b["padding"]
+        if transposed:
+            if isinstance(pad, str):
+                self.fail(node, f"padding '{pad}' is not supported for a transposed convolution")
+            ph, pw = _hw(pad, one, 0)
+            ins = [x, self.wconst(self.cname(self.fx_arg(node, 1), node, "weight"), w)]
+            if b["bias"] is not None:
+                ins.append(self.wconst(self.cname(self.fx_arg(node, 2), node, "bias"),
+                                       self.const(node, b["bias"], "bias")))
+            return self.emit("conv_transpose2d", node, ins, strides=stride, pads=(ph, pw, ph, pw),
+                             output_padding=_hw(b["output_padding"], one, 0), dilations=dil, group=groups)
         if isinstance(pad, str):
             if pad == "valid":
                 pads = (0, 0, 0, 0)
@@ -417,7 +448,7 @@ class _Walker:
             else:
                 self.fail(node, f"padding '{pad}' is not supported")
         else:
-            ph, pw = _pair(pad)
+            ph, pw = _hw(pad, one, 0)
             pads = (ph, pw, ph, pw)
         ins = [x, self.wconst(self.cname(self.fx_arg(node, 1), node, "weight"), w)]
         if b["bias"] is not None:
@@ -428,11 +459,14 @@ class _Walker:
     def op_conv2d(self, node, b):
         return self._conv(node, b)
 
-    op__convolution_mode = op_conv2d  # traced TorchScript with padding="same"/"valid"
+    op__convolution_mode = op_conv1d = op_conv2d  # _convolution_mode: traced TorchScript, padding="same"/"valid"
+
+    def op_conv_transpose2d(self, node, b):
+        return self._conv(node, b, transposed=True)
+
+    op_conv_transpose1d = op_conv_transpose2d
 
     def op_convolution(self, node, b):
-        if any(_pair(b["output_padding"])):
-            self.fail(node, "output padding is not supported")
         return self._conv(node, b, transposed=bool(b["transposed"]))
 
     op__convolution = op_convolution
@@ -506,36 +540,54 @@ class _Walker:
         return self._clip(node, b["self"], None, b["max"])
 
     def _pool_common(self, node, b):
-        kernel = _pair(b["kernel_size"])
-        stride = _pair(b["stride"]) if b["stride"] not in (None, [], ()) else kernel
-        ph, pw = _pair(b["padding"])
+        one = self.rank(node.args[0], node) == 3  # MaxPool1d / AvgPool1d: the 2-D pool with H = 1
+        kernel = _hw(b["kernel_size"], one, 1)
+        stride = _hw(b["stride"], one, 1) if b["stride"] not in (None, [], ()) else kernel
+        ph, pw = _hw(b["padding"], one, 0)
+        dil = _hw(b.get("dilation", 1), one, 1)
         pads = (ph, pw, ph, pw)
         if b.get("ceil_mode"):
-            s = self.meta_shape(node.args[0])
-            same = s is not None and all(
-                _concrete(n) is not None and (_concrete(n) + 2 * p - k) % st == 0
-                for n, k, st, p in zip(s[2:], kernel, stride, (ph, pw)))
+            s = lift_shape(self.meta_shape(node.args[0]) or ())
+            same = len(s) == 4 and all(
+                _concrete(n) is not None and (_concrete(n) + 2 * p - d * (k - 1) - 1) % st == 0
+                for n, k, st, p, d in zip(s[2:], kernel, stride, (ph, pw), dil))
             if not same:
                 self.fail(node, "ceil_mode=True is not supported; use ceil_mode=False or pad the input")
-        return kernel, stride, pads
+        return kernel, stride, pads, dil
 
     def op_max_pool2d(self, node, b):
         x = self.act(node, b["self"])
-        if _pair(b["dilation"]) != (1, 1):
-            self.fail(node, "dilated max pooling is not supported")
-        kernel, stride, pads = self._pool_common(node, b)
-        return self.emit("maxpool", node, [x], kernel=kernel, strides=stride, pads=pads)
+        kernel, stride, pads, dil = self._pool_common(node, b)
+        return self.emit("maxpool", node, [x], kernel=kernel, strides=stride, pads=pads, dilations=dil)
+
+    op_max_pool1d = op_max_pool2d
 
     def op_max_pool2d_with_indices(self, node, b):
         return (self.op_max_pool2d(node, b), _Unused(node))
 
+    op_max_pool1d_with_indices = op_max_pool2d_with_indices
+
     def op_avg_pool2d(self, node, b):
         x = self.act(node, b["self"])
-        if b["divisor_override"] is not None:
+        if b.get("divisor_override") is not None:
             self.fail(node, "divisor_override is not supported")
-        kernel, stride, pads = self._pool_common(node, b)
+        kernel, stride, pads, _ = self._pool_common(node, b)
         return self.emit("avgpool", node, [x], kernel=kernel, strides=stride, pads=pads,
                          count_include_pad=bool(b["count_include_pad"]))
+
+    op_avg_pool1d = op_avg_pool2d
+
+    def op_adaptive_avg_pool1d(self, node, b):
+        x = self.act(node, b["self"])
+        s = self.meta_shape(node.args[0])
+        if s is None or len(s) != 3:
+            self.fail(node, "expects a 3-D (N, C, L) input")
+        size = int(list(b["output_size"])[0])
+        if size == 1:
+            return self.emit("global_avgpool", node, [x])
+        if _concrete(s[2]) == size:
+            return self.emit("identity", node, [x])
+        self.fail(node, f"adaptive average pooling to {size} from {s[2]} is not supported; only to 1")
 
     def op_adaptive_avg_pool2d(self, node, b):
         x = self.act(node, b["self"])
@@ -559,9 +611,9 @@ class _Walker:
         x = self.act(node, b["self"])
         r = self.rank(node.args[0], node)
         dims = sorted(int(d) % r for d in (b["dim"] or []))
-        if r != 4 or dims != [2, 3]:
-            self.fail(node, f"only a mean over H and W (dims [2, 3]) of an NCHW tensor is supported, got "
-                            f"{list(b['dim'] or [])}")
+        if (r, dims) not in ((4, [2, 3]), (3, [2])):
+            self.fail(node, f"only a mean over H and W (dims [2, 3]) of an NCHW tensor or over L (dim 2) of an "
+                            f"(N, C, L) tensor is supported, got {list(b['dim'] or [])}")
         y = self.emit("global_avgpool", node, [x])
         if not b["keepdim"]:
             out = self.g.fresh(node.name + "_flatten")
@@ -596,7 +648,7 @@ class _Walker:
         if not same_batch or any(v is None for v in rest):
             self.fail(node, f"a reshape from {tuple(sx)} to {tuple(sy)} that changes the batch dimension or "
                             "has dynamic sizes is not supported")
-        return self.emit("reshape", node, [x], shape=tuple([1] + rest))
+        return self.emit("reshape", node, [x], shape=lift_shape([1] + rest))
 
     def op_flatten(self, node, b):
         return self._reshape(node)
@@ -604,8 +656,68 @@ class _Walker:
     def op_view(self, node, b):
         return self._reshape(node)
 
-    op_reshape = op_view
+    op_reshape = op_unsqueeze = op_squeeze = op_view
     op__unsafe_view = op_view
+
+    def _transpose(self, node, x, perm):
+        r = self.rank(node.args[0], node)
+        perm = [int(p) % r for p in perm]
+        if perm[0] != 0:
+            self.fail(node, f"a permutation {perm} that moves the batch dimension is not supported")
+        return self.emit("transpose", node, [self.act(node, x)], perm=lift_perm(perm))
+
+    def op_permute(self, node, b):
+        return self._transpose(node, b["self"], b["dims"])
+
+    def op_transpose(self, node, b):
+        r = self.rank(node.args[0], node)
+        perm = list(range(r))
+        a0, a1 = int(b["dim0"]) % r, int(b["dim1"]) % r
+        perm[a0], perm[a1] = perm[a1], perm[a0]
+        return self._transpose(node, b["self"], perm)
+
+    def op_swapaxes(self, node, b):
+        return self.op_transpose(node, {"self": b["self"], "dim0": b["axis0"], "dim1": b["axis1"]})
+
+    def op_channel_shuffle(self, node, b):
+        return self.emit("channel_shuffle", node, [self.act(node, b["self"])], groups=int(b["groups"]))
+
+    op_native_channel_shuffle = op_channel_shuffle
+
+    def _upsample(self, node, b, mode, coord, nearest="floor"):
+        x = self.act(node, b.get("input", b.get("self")))
+        one = self.rank(node.args[0], node) == 3
+        ys = self.meta_shape(node)
+        if ys is None or any(_concrete(d) is None for d in ys):
+            self.fail(node, "the output shape was not recorded in the exported program")
+        size = lift_shape([_concrete(d) for d in ys])[2:]
+        sf = b.get("scale_factors")
+        if sf:
+            sf = [float(v) for v in sf]
+            scales = (1.0, sf[0]) if one else (sf[0], sf[-1])
+        elif b.get("scales_h") is not None or b.get("scales_w") is not None:
+            scales = (b.get("scales_h"), b.get("scales_w"))
+        elif b.get("scales") is not None:
+            scales = (1.0, float(b["scales"]))
+        else:
+            scales = None
+        if mode == "bilinear" and b.get("align_corners"):
+            coord = "align_corners"
+        return self.emit("resize", node, [x], mode=mode, size=tuple(size), coord=coord, nearest=nearest,
+                         scales=scales)
+
+    def op_upsample_nearest2d(self, node, b):  # PyTorch 'nearest': src = floor(dst / scale)
+        return self._upsample(node, b, "nearest", "asymmetric")
+
+    def op__upsample_nearest_exact2d(self, node, b):  # 'nearest-exact': src = floor((dst + 0.5) / scale)
+        return self._upsample(node, b, "nearest", "half_pixel", "round_prefer_ceil")
+
+    def op_upsample_bilinear2d(self, node, b):  # align_corners=False: half-pixel centres
+        return self._upsample(node, b, "bilinear", "half_pixel")
+
+    op_upsample_nearest1d = op_upsample_nearest2d
+    op__upsample_nearest_exact1d = op__upsample_nearest_exact2d
+    op_upsample_linear1d = op_upsample_bilinear2d
 
     def _dense(self, node, x, w, bias, wname, bname):
         if w.ndim != 2:
@@ -615,7 +727,14 @@ class _Walker:
             ins.append(self.wconst(bname, bias))
         return self.emit("dense", node, ins)
 
+    def _flat_input(self, node):
+        r = self.rank(node.args[0], node)
+        if r > 2:
+            self.fail(node, f"a linear layer over the last axis of a {r}-D tensor is not supported; flatten the "
+                            "input to (N, F) first")
+
     def op_linear(self, node, b):
+        self._flat_input(node)
         w = self.const(node, b["weight"])
         bias = self.const(node, b["bias"], "bias") if b["bias"] is not None else None
         return self._dense(node, b["input"], w, bias, self.cname(self.fx_arg(node, 1), node, "weight"),
@@ -635,6 +754,7 @@ class _Walker:
         return self._dense(node, b["self"], w, None, f"{node.name}.weight", "")
 
     def op_matmul(self, node, b):
+        self._flat_input(node)
         w = self.const(node, b["other"])
         if w.ndim != 2:
             self.fail(node, "only a product with a constant 2-D matrix is supported")
@@ -644,7 +764,7 @@ class _Walker:
         x = self.act(node, b["self"])
         r = self.rank(node.args[0], node)
         d = int(b["dim"]) % r
-        return self.emit("softmax", node, [x], axis=-1 if d == r - 1 else d)
+        return self.emit("softmax", node, [x], axis=-1 if d == r - 1 else lift_axis(d, r))
 
     op__softmax = op_softmax
 
@@ -669,6 +789,8 @@ class _Walker:
         r = self.rank(node.args[0], node)
         if value not in (None, 0, 0.0):
             self.fail(node, f"padding with {value} is not supported; only zero padding")
+        if r == 3 and len(pad) == 2:  # a pad of L of an (N, C, L) tensor: of W of its (N, C, 1, L) form
+            r, pad = 4, pad + [0, 0]
         pad = pad + [0] * (4 - len(pad)) if len(pad) < 4 else pad
         if r != 4 or len(pad) > 4 and any(pad[4:]) or min(pad) < 0:
             self.fail(node, f"pad {pad} is not supported; only non-negative zero padding of H and W of NCHW")
