@@ -108,6 +108,7 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     from emulator outputs where the board has an emulator, else host) for the report and the card."""
     from .compress.quantize import quantize
     from .frontend import load_model
+    from .graph import model_input_shape
 
     t_start = time.time()
     board = get_board(board_name)
@@ -136,7 +137,7 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     if weights == "binary":
         from .compress.binarize_ptq import binarize_graph
         binarized = binarize_graph(g)
-    in_shape = g.tensors[g.inputs[0]].shape
+    in_shape = model_input_shape(g)  # the model's own layout (calibration and evaluation data use it)
     g.meta.setdefault("name", model_path.stem)
     x_cal, cal_source = load_calibration(calib, in_shape)
     evaluation = None
