@@ -314,7 +314,7 @@ def _swap_in(tmp: Path, out: Path):
 
 
 WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp",
-                "dwconv2d_exp", "dense_exp") + SPARSE_OPS
+                "dwconv2d_exp", "dense_exp", "conv_transpose2d_s8") + SPARSE_OPS
 
 
 def _macs(q, n):
@@ -333,6 +333,9 @@ def _macs(q, n):
         return int(np.prod(y)) * kh * kw
     if n.op == "dense_s8":
         return int(np.prod(t[n.inputs[1]].shape))
+    if n.op == "conv_transpose2d_s8":
+        from .reference.ops_spatial import conv_transpose_taps
+        return conv_transpose_taps(t[n.inputs[0]].shape, t[n.inputs[1]].shape, y, n.attrs)
     return 0
 
 

@@ -57,7 +57,7 @@ def set_io(g: Graph, which: str, model_shape, perm=None, view=None):
     model_shape = tuple(int(v) for v in model_shape)
     view = model_shape if view is None else tuple(int(v) for v in view)
     perm = tuple(range(len(view))) if perm is None else tuple(int(p) for p in perm)
-    gshape = g.tensors[g.inputs[0] if which == "input" else g.outputs[0]].shape
+    gshape = g.tensors[g.inputs[0] if which == "input" else g.outputs[0]].shape or lift_shape(model_shape)
     if perm == tuple(range(len(view))) and model_shape == tuple(gshape):
         (g.meta.get("io") or {}).pop(which, None)
         return

@@ -22,7 +22,7 @@ SUPPORTED = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Co
              "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Pad", "ReduceMean", "Relu", "Reshape",
              "Sign", "Softmax",
              # issue 14 part B: layout, resize, transposed convolution (1-D ops of rank-3 tensors as 2-D)
-             "ConvTranspose", "Resize", "Squeeze", "Transpose", "Unsqueeze", "Upsample")
+             "ConvTranspose", "GatherND", "Resize", "Squeeze", "Transpose", "Unsqueeze", "Upsample")
 
 # ops never folded even when all inputs are constant (random or stateful)
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -92,6 +92,8 @@ class _Importer:
         self.shapes: dict[str, tuple] = {}
         self.input_shape = input_shape
         self.batch = 1
+        self.skip: set[str] = set()
+        self.pending: dict = {}  # output of a Transpose(2, 3, 0, 1) -> (node, input): see op_GatherND
 
     # ---- helpers ---------------------------------------------------------------------------------------
     def fail(self, node, msg):
@@ -107,6 +109,9 @@ class _Importer:
         """The graph tensor of activation ``t`` (an error if ``t`` is a constant or unknown)."""
         if t in self.consts:
             self.fail(node, f"input '{t}' is a constant where an activation is expected")
+        if t in self.pending:
+            tr = self.pending[t][0]
+            self.fail(tr, "a permutation [2, 3, 0, 1] that moves the batch dimension is not supported")
         t = self.name(t)
         if t not in self.g.tensors:
             self.fail(node, f"input '{t}' is not produced by any supported node")
@@ -200,6 +205,8 @@ class _Importer:
         for i, node in enumerate(self.model.graph.node):
             if not node.name:
                 node.name = f"{node.op_type}_{i}"
+            if node.name in self.skip:  # consumed by a pattern imported as one op
+                continue
             if node.domain not in ("", "ai.onnx"):
                 self.unsupported(node)
             if self.try_fold(node):
@@ -488,9 +495,54 @@ class _Importer:
         if s is None:
             self.fail(node, "the rank of its input is not known at import time")
         perm = [int(p) for p in a.get("perm", list(range(len(s)))[::-1])]
+        if perm == [2, 3, 0, 1]:  # maybe the start of a nearest resize as a gather (op_GatherND)
+            self.pending[node.output[0]] = (node, x)
+            return
         if perm[0] != 0:
             self.fail(node, f"a permutation {perm} that moves the batch dimension is not supported")
         self.g.add_node("transpose", node.name, [x], [node.output[0]], perm=lift_perm(perm))
+
+    def op_GatherND(self, node, a):
+        """Transpose(2, 3, 0, 1) -> GatherND(constant (OH, OW, 2) indices) -> Transpose(p): how the dynamo
+        exporter writes PyTorch's 'nearest-exact' upsampling (p = (2, 3, 0, 1), or that merged with a following
+        permute). When the indices are separable and match a nearest-resize rule, it is imported as that resize
+        (and the rest of p as a transpose); any other GatherND is not supported."""
+        if node.input[0] not in self.pending or not self._gather_resize(node, *self.pending[node.input[0]]):
+            self.unsupported(node)
+
+    def _gather_resize(self, gnd, node, x) -> bool:
+        users = [n for n in self.model.graph.node if node.output[0] in n.input]
+        if len(users) != 1 or gnd.input[1] not in self.consts:
+            return False
+        idx = np.asarray(self.consts[gnd.input[1]])
+        after = [n for n in self.model.graph.node if gnd.output[0] in n.input]
+        sx = self.shape_of(node.input[0])
+        if (len(after) != 1 or after[0].op_type != "Transpose" or sx is None or len(sx) != 4 or idx.ndim != 3
+                or idx.shape[2] != 2 or _attrs(gnd).get("batch_dims", 0)):
+            return False
+        rest = [(2, 3, 0, 1)[p] for p in _attrs(after[0]).get("perm", [3, 2, 1, 0])]  # after the resize
+        if rest[0] != 0:
+            return False
+        iy, ix = idx[:, 0, 0], idx[0, :, 1]
+        if not (np.array_equal(idx[..., 0], np.broadcast_to(iy[:, None], idx.shape[:2]))
+                and np.array_equal(idx[..., 1], np.broadcast_to(ix[None, :], idx.shape[:2]))):
+            return False
+        from ..reference.float_exec import nearest_indices
+        (h, w), (oh, ow) = sx[2:], idx.shape[:2]
+        for coord, rounding in (("half_pixel", "round_prefer_ceil"), ("asymmetric", "floor"),
+                                ("align_corners", "round_prefer_ceil"), ("half_pixel", "round_prefer_floor")):
+            if np.array_equal(nearest_indices(oh, h, coord, rounding), iy) and \
+                    np.array_equal(nearest_indices(ow, w, coord, rounding), ix):
+                y = after[0].output[0]
+                mid = y if rest == [0, 1, 2, 3] else self.newname(gnd.output[0] + "_resized")
+                self.g.add_node("resize", node.name, [x], [mid], mode="nearest", size=(oh, ow), coord=coord,
+                                nearest=rounding, scales=None)
+                if mid != y:
+                    self.g.add_node("transpose", after[0].name, [mid], [y], perm=tuple(rest))
+                self.skip.add(after[0].name)
+                del self.pending[node.output[0]]
+                return True
+        return False
 
     def _resize(self, node, mode, coord, nearest, scales):
         x = self.act(node, node.input[0])

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import _finish
-
 
 def transpose_s8(x, *, shape, perm, **_):
     x = np.asarray(x)
@@ -82,6 +80,8 @@ def resize_bilinear_s8(x, *, size, align_corners, half_pixel_centers, **_):
 def conv_transpose2d_s8(x, w, bias, mult, shift, *, strides, pads, output_padding, dilations, in_zp, out_zp,
                         act_min, act_max, **_):
     """w is (O, KH, KW, I); see the module docstring."""
+    from .ops import _finish  # (ops imports this module)
+
     x = np.asarray(x, np.int64) - in_zp
     n, h, wd, _ = x.shape
     o, kh, kw, _ = w.shape
@@ -97,6 +97,18 @@ def conv_transpose2d_s8(x, w, bias, mult, shift, *, strides, pads, output_paddin
             full[:, i * dh: i * dh + (h - 1) * sh + 1: sh, j * dw: j * dw + (wd - 1) * sw + 1: sw] += contrib
     acc = full[:, pt:pt + oh, pl:pl + ow] + np.asarray(bias, np.int64)
     return _finish(acc, mult, shift, out_zp, act_min, act_max)
+
+
+def conv_transpose_taps(xshape, wshape, yshape, attrs) -> int:
+    """Multiply-accumulates of a conv_transpose2d_s8 layer: (input pixel, tap) pairs that land in the output,
+    times input and output channels."""
+    (_, h, w, c), (o, kh, kw, _) = xshape, wshape
+    (sh, sw), (pt, pl, _, _), (dh, dw) = attrs["strides"], attrs["pads"], attrs["dilations"]
+
+    def axis(n_in, k, s, p, d, n_out):
+        return sum(1 for i in range(n_in) for j in range(k) if 0 <= i * s + j * d - p < n_out)
+
+    return axis(h, kh, sh, pt, dh, yshape[1]) * axis(w, kw, sw, pl, dw, yshape[2]) * c * o
 
 
 OPS = {f.__name__: f for f in (transpose_s8, resize_nearest_s8, resize_bilinear_s8, conv_transpose2d_s8)}
