@@ -54,3 +54,36 @@ def test_board_equals_reference(board, op, tmp_path_factory):
         assert np.array_equal(host.run_raw(m, x), want)
 
     check()
+
+
+# ---- issue 14 part B: on the Cortex-M7 emulator and the Raspberry Pi 4 (qemu-aarch64) -------------------
+CASES_B = {
+    "conv2d_s8_grouped": opgen.conv_case(grouped=True),
+    "maxpool_s8_dilated": opgen.pool_case("maxpool_s8", dilated=True),
+    "transpose_s8": opgen.transpose_case(),
+    "resize_nearest_s8": opgen.resize_case("nearest"),
+    "resize_bilinear_s8": opgen.resize_case("bilinear"),
+    "conv_transpose2d_s8": opgen.conv_transpose_case(),
+}
+
+
+@pytest.mark.parametrize("board", ["cortex-m7", "rpi4"])
+@pytest.mark.parametrize("op", list(CASES_B))
+def test_board_equals_reference_b(board, op, tmp_path_factory):
+    b = require_board_tools(board)
+
+    @settings(max_examples=3, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(CASES_B[op])
+    def check(case):
+        g, seed = case
+        folder = tmp_path_factory.mktemp(f"{board}-{op}")
+        emit(g, b, folder, "pytest tests/test_boards_diff.py")
+        m = Model(folder)
+        rng = np.random.default_rng(seed)
+        x = rng.integers(-128, 128, (3,) + tuple(g.tensors[g.inputs[0]].shape[1:])).astype(np.int8)
+        want = reference.run_raw(m, x)
+        got = emulator.run_raw(m, x, timeout=120)
+        assert np.array_equal(got, want), f"{board}: {(got != want).sum()} of {want.size} differ\n{g}"
+
+    check()
