@@ -344,3 +344,36 @@ def conv_transpose_case(draw):
                out_zp=oq.zero_point, act_min=amin, act_max=amax)
     g.inputs, g.outputs = ["x"], ["y"]
     return g, seed
+
+
+@st.composite
+def rnn_case(draw, cell):
+    """lstm_s8 / gru_s8: random sizes and sequence lengths, random gate scales, both the sequence and the
+    last-step output, both cell-state formats (Q3.12, Q4.11)."""
+    from edgepack.reference.ops_rnn import SIGMOID_TABLE
+
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    gates = 4 if cell == "lstm" else 3
+    steps, f, h = draw(st.integers(1, 6)), draw(st.sampled_from([1, 3, 8, 13])), draw(st.sampled_from([1, 2, 5, 8, 16]))
+    last = draw(st.booleans())
+    iq, hq = _q(rng), _q(rng)
+    g = Graph()
+    g.add_tensor("x", (1, 1, f, steps), "int8", quant=iq)
+    g.add_tensor("y", (1, h) if last else (1, 1, h, steps), "int8", quant=hq)
+    g.add_const("wx", rng.integers(-127, 128, (gates, h, f)).astype(np.int8))
+    g.add_const("wh", rng.integers(-127, 128, (gates, h, h)).astype(np.int8))
+    g.add_const("bx", rng.integers(-2**14, 2**14, (gates, h)).astype(np.int32))
+    g.add_const("bh", rng.integers(-2**14, 2**14, (gates, h)).astype(np.int32))
+    for side, n_in in (("x", f), ("h", h)):  # gate scale s_in s_w / 2^-12 such that the sums span int16
+        m, s = _mults(rng, gates, 0.3 / (128 * n_in), 30.0 / (128 * n_in))
+        g.add_const("m" + side, m)
+        g.add_const("s" + side, s)
+    g.add_const("table", SIGMOID_TABLE)
+    hm, hs = quantize_multiplier(float(2.0**-30 / hq.scale))
+    attrs = dict(steps=steps, hidden=h, h_zp=hq.zero_point, h_mult=hm, h_shift=hs, last=last)
+    if cell == "lstm":
+        attrs["cell_frac"] = draw(st.sampled_from([11, 12]))
+    g.add_node(f"{cell}_s8", "layer", ["x", "wx", "wh", "bx", "bh", "mx", "sx", "mh", "sh", "table"], ["y"], **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g, seed

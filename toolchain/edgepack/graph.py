@@ -234,6 +234,11 @@ FLOAT_OPS = {
     "resize": (["x"], {"mode": "nearest", "size": None, "coord": "asymmetric", "nearest": "floor",
                        "scales": None}),
     "dense": (["x", "w (O, I)", "[b (O)]"], {}),
+    # single-layer unidirectional RNNs over a (N, T, F) sequence carried as (N, T, 1, F), zero initial state,
+    # PyTorch's gate order (LSTM i, f, g, o; GRU r, z, n, linear_before_reset); output the hidden state of every
+    # step (N, T, 1, H) or, with last, of the last step (N, H)
+    "lstm": (["x", "w_ih (4H, F)", "w_hh (4H, H)", "b_ih (4H)", "b_hh (4H)"], {"hidden": None, "last": False}),
+    "gru": (["x", "w_ih (3H, F)", "w_hh (3H, H)", "b_ih (3H)", "b_hh (3H)"], {"hidden": None, "last": False}),
     "softmax": (["x"], {"axis": -1}),
 }
 # pads are (top, left, bottom, right) everywhere.
@@ -339,6 +344,12 @@ def infer_shapes(g: Graph, source: str = "model"):
                                     f"transform {a['coord']!r} is not supported")
             a["size"] = tuple(int(v) for v in a["size"])
             out = (x[0], x[1]) + a["size"]
+        elif n.op in ("lstm", "gru"):
+            w = shp[1]
+            if len(x) != 4 or x[2] != 1 or w[1] != x[3]:
+                raise EdgepackError(f"{source}: node '{n.name}' ({n.op}): expects an (N, T, F) sequence with F = "
+                                    f"{w[1]}, got {x}")
+            out = (x[0], a["hidden"]) if a["last"] else (x[0], x[1], 1, a["hidden"])
         elif n.op == "dense":
             w = shp[1]
             if x[-1] != w[1]:

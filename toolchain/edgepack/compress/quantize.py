@@ -16,7 +16,8 @@ TensorFlow Lite's integer scheme (the one CMSIS-NN and TFLM follow):
 The integer graph is NHWC; the dense layer after a flatten of a spatial tensor has its weight columns
 permuted from PyTorch's (C, H, W) order to (H, W, C), so no transpose runs on the device. Grouped convolutions
 (1 < groups < C) are conv2d_s8 with a groups attribute, int8 weights only. Transposes, channel shuffles,
-other reshapes, resizes and transposed convolutions: :mod:`edgepack.compress.quantize_spatial`.
+other reshapes, resizes and transposed convolutions: :mod:`edgepack.compress.quantize_spatial`; LSTM and GRU
+(TFLite's integer LSTM): :mod:`edgepack.compress.quantize_rnn`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 from ..errors import EdgepackError
 from ..graph import Graph, QParams
 from ..reference.arith import quantize_multiplier
-from . import quantize_spatial
+from . import quantize_rnn, quantize_spatial
 
 SOFTMAX_LUT_BITS = 16
 ADD_LEFT_SHIFT = 20
@@ -282,12 +283,13 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
         return wq, bq, np.array([m for m, _ in ms], np.int32), np.array([s for _, s in ms], np.int32), ws
 
     ctx = SimpleNamespace(g=g, q=q, qp=qp, name_of=name_of, add_act=add_act, fuse_output=fuse_output,
-                          weights=weights_s8, clamp_bounds=_clamp_bounds)
+                          weights=weights_s8, clamp_bounds=_clamp_bounds, ranges=ranges)
+    handlers = {**quantize_spatial.HANDLERS, **quantize_rnn.HANDLERS}
     for n in g.nodes:
         if n.name in skip:
             continue
-        if n.op in quantize_spatial.HANDLERS and name_of(n.inputs[0]) not in packed:
-            quantize_spatial.HANDLERS[n.op](ctx, n)
+        if n.op in handlers and name_of(n.inputs[0]) not in packed:
+            handlers[n.op](ctx, n)
             continue
         x = name_of(n.inputs[0])
         out = n.outputs[0]

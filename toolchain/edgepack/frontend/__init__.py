@@ -76,6 +76,7 @@ def finish_graph(g: Graph, source: str, fold_bn: bool = True) -> Graph:
     if g.outputs[0] in g.inputs:
         raise EdgepackError(f"{source}: the model output is its input; nothing to compile")
     _remove_identities(g)
+    _remove_dead(g)
     _merge_pads(g, source)
     _relu_from_clip(g)
     _fold_const_adds(g, source)
@@ -106,6 +107,16 @@ def _remove_identities(g: Graph):
         else:
             keep.append(n)
     g.nodes = keep
+
+
+def _remove_dead(g: Graph):
+    """Drop nodes none of whose outputs is read (e.g. the unused one of an RNN's sequence / last-step pair)."""
+    changed = True
+    while changed:
+        used = set(g.outputs) | {t for n in g.nodes for t in n.inputs}
+        keep = [n for n in g.nodes if any(t in used for t in n.outputs)]
+        changed = len(keep) != len(g.nodes)
+        g.nodes = keep
 
 
 def _merge_pads(g: Graph, source: str):

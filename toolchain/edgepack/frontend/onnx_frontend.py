@@ -22,7 +22,8 @@ SUPPORTED = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Co
              "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Pad", "ReduceMean", "Relu", "Reshape",
              "Sign", "Softmax",
              # issue 14 part B: layout, resize, transposed convolution (1-D ops of rank-3 tensors as 2-D)
-             "ConvTranspose", "GatherND", "Resize", "Squeeze", "Transpose", "Unsqueeze", "Upsample")
+             "ConvTranspose", "Gather", "GatherND", "GRU", "LSTM", "Resize", "Squeeze", "Transpose", "Unsqueeze",
+             "Upsample")
 
 # ops never folded even when all inputs are constant (random or stateful)
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -93,6 +94,13 @@ class _Importer:
         self.input_shape = input_shape
         self.batch = 1
         self.skip: set[str] = set()
+        # RNNs: batch axis of framework tensors whose batch is not axis 0 (the graph tensor is the framework
+        # tensor with its batch moved to the front, rank 3 lifted: layout.lift_shape); final states (1, N, H)
+        # whose graph tensor is (N, H); an RNN's output sequence -> its last-step output
+        self.bax: dict[str, int] = {}
+        self.states: set[str] = set()
+        self.rnn_last: dict[str, str] = {}
+        self.unusable: dict = {}  # outputs that must not be read (an LSTM's Y_c) -> their node
         self.pending: dict = {}  # output of a Transpose(2, 3, 0, 1) -> (node, input): see op_GatherND
 
     # ---- helpers ---------------------------------------------------------------------------------------
@@ -112,6 +120,11 @@ class _Importer:
         if t in self.pending:
             tr = self.pending[t][0]
             self.fail(tr, "a permutation [2, 3, 0, 1] that moves the batch dimension is not supported")
+        if t in self.unusable:
+            self.fail(node, f"reads '{t}', the cell state output of '{self.unusable[t].name}', which is not supported")
+        if self.bax.get(t) or t in self.states:
+            self.fail(node, f"reads '{t}', a tensor whose batch is not its first axis (an RNN's (T, N, F) sequence or "
+                            "(1, N, H) state); only transposes, reshapes and the RNNs read those")
         t = self.name(t)
         if t not in self.g.tensors:
             self.fail(node, f"input '{t}' is not produced by any supported node")
@@ -195,7 +208,13 @@ class _Importer:
                 if all(v is not None for v in d):
                     self.shapes[vi.name] = tuple(d)
         self.model_input = (1,) + tuple(shape[1:])
-        self.g.add_tensor(inp.name, shape=lift_shape(self.model_input))
+        self.input_perm = None
+        if len(shape) == 3 and any(n.op_type in ("LSTM", "GRU") and n.input[0] == inp.name for n in g.node):
+            self.model_input = (shape[0], 1, shape[2])  # (T, N, F): the RNN's sequence-major input
+            self.input_perm = (1, 0, 2)
+            self.bax[inp.name] = 1
+        self.g.add_tensor(inp.name, shape=lift_shape(tuple(self.model_input[p] for p in self.input_perm)
+                                                     if self.input_perm else self.model_input))
         self.g.inputs = [inp.name]
         return g.output[0].name
 
@@ -227,10 +246,14 @@ class _Importer:
             raise EdgepackError(f"{self.src}: the model output '{out_name}' is not produced by any node")
         self.g.outputs = [out]
         if len(self.model_input) == 3:
-            set_io(self.g, "input", self.model_input)
+            set_io(self.g, "input", self.model_input, self.input_perm)
         oshape = self.shape_of(out_name)
-        if oshape is not None and len(oshape) == 3:
-            set_io(self.g, "output", (1,) + tuple(oshape[1:]))
+        b = self.bax.get(out_name, 1 if out_name in self.states else 0)
+        if oshape is not None and (len(oshape) == 3 or b):
+            dims = list(oshape)
+            dims[b] = 1
+            perm = (b,) + tuple(i for i in range(len(dims)) if i != b)
+            set_io(self.g, "output", dims, perm if b else None)
         return finish_graph(self.g, self.src, fold_bn)
 
     def unsupported(self, node):
@@ -456,6 +479,8 @@ class _Importer:
         self.g.add_node("flatten", node.name, [x], [node.output[0]], axis=1)
 
     def op_Reshape(self, node, a):
+        if self.bax.get(node.input[0]) or node.input[0] in self.states:
+            return self._reshape_to_inferred(node)
         x = self.act(node, node.input[0])
         target = [int(v) for v in self.const(node, node.input[1], "shape")]
         sx, sy = self.shape_of(node.input[0]), self.shape_of(node.output[0])
@@ -474,6 +499,12 @@ class _Importer:
 
     def _reshape_to_inferred(self, node):
         """Squeeze / Unsqueeze of an activation: a reshape to the shape ONNX shape inference gave it."""
+        if node.input[0] in self.states and self.shape_of(node.output[0]) is not None and \
+                len(self.shape_of(node.output[0])) == 2:  # Y_h (1, N, H) -> (N, H)
+            self.alias[node.output[0]] = self.name(node.input[0])
+            return
+        if self.bax.get(node.input[0]):
+            return self._batch_reshape(node)
         x = self.act(node, node.input[0])
         sx, sy = self.shape_of(node.input[0]), self.shape_of(node.output[0])
         if sx is None or sy is None:
@@ -490,17 +521,136 @@ class _Importer:
         self._reshape_to_inferred(node)
 
     def op_Transpose(self, node, a):
-        x = self.act(node, node.input[0])
         s = self.shape_of(node.input[0])
         if s is None:
             self.fail(node, "the rank of its input is not known at import time")
         perm = [int(p) for p in a.get("perm", list(range(len(s)))[::-1])]
+        b = self.bax.get(node.input[0], 0)
+        if b or (perm[0] != 0 and perm != [2, 3, 0, 1]):
+            return self._batch_move(node, perm, b)
+        x = self.act(node, node.input[0])
         if perm == [2, 3, 0, 1]:  # maybe the start of a nearest resize as a gather (op_GatherND)
             self.pending[node.output[0]] = (node, x)
             return
-        if perm[0] != 0:
-            self.fail(node, f"a permutation {perm} that moves the batch dimension is not supported")
         self.g.add_node("transpose", node.name, [x], [node.output[0]], perm=lift_perm(perm))
+
+    def _batch_move(self, node, perm, b):
+        """A transpose that moves the batch (RNN sequences): the graph keeps the batch first, so only the order
+        of the other axes can change; the output's batch axis is remembered (``self.bax``)."""
+        if node.input[0] in self.states:
+            self.fail(node, "a transpose of an RNN's final state is not supported; select it first")
+        x = self.name(node.input[0])
+        r = len(perm)
+        b_out = perm.index(b)
+        rest_in = [i for i in range(r) if i != b]
+        rest_out = [perm[j] for j in range(r) if j != b_out]
+        k = (0,) + tuple(1 + rest_in.index(i) for i in rest_out)
+        if k == tuple(range(r)):
+            self.alias[node.output[0]] = x
+        else:
+            self.g.add_node("transpose", node.name, [x], [node.output[0]], perm=lift_perm(k))
+        if b_out:
+            self.bax[node.output[0]] = b_out
+
+    def _batch_reshape(self, node):
+        """A reshape / squeeze / unsqueeze of a tensor whose batch is not axis 0 that only removes or inserts
+        size-1 axes: the batch keeps its place among the other axes."""
+        t = node.input[0]
+        sx, sy = self.shape_of(t), self.shape_of(node.output[0])
+        if sx is None or sy is None:
+            self.fail(node, "the shapes of its input and output are not known at import time")
+        b = self.bax[t]
+        if [d for d in sx if d != 1] != [d for d in sy if d != 1]:
+            self.fail(node, f"a reshape from {sx} to {sy} of an RNN's sequence is not supported")
+        before = sum(1 for d in sx[:b] if d != 1)  # non-singleton axes before the batch
+        seen, b_out = 0, None
+        for i, d in enumerate(sy):
+            if d != 1:
+                seen += 1
+            elif seen == before and b_out is None:
+                b_out = i
+        if b_out is None:
+            self.fail(node, f"a reshape from {sx} to {sy} removes the batch axis")
+        x = self.name(t)
+        gshape = lift_shape((1,) + tuple(d for i, d in enumerate(sy) if i != b_out))
+        if tuple(self.g.tensors[x].shape or gshape) == tuple(gshape):
+            self.alias[node.output[0]] = x
+        else:
+            self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=gshape)
+        if b_out:
+            self.bax[node.output[0]] = b_out
+
+    def _rnn(self, node, a, cell, order):
+        """ONNX LSTM (gates i, o, f, c) / GRU (z, r, h; linear_before_reset=1, as PyTorch) -> the float
+        dialect's lstm / gru (PyTorch's gate order): single layer, forward, layout 0, no peepholes, zero or no
+        initial state, no sequence lengths."""
+        if _s(a.get("direction", "forward")) != "forward" or a.get("layout", 0) or a.get("clip") is not None \
+                or a.get("input_forget", 0) or a.get("activations"):
+            self.fail(node, "only a forward, layout-0 RNN with the default activations and no clip is supported")
+        if cell == "gru" and not a.get("linear_before_reset", 0):
+            self.fail(node, "only linear_before_reset=1 (PyTorch's GRU) is supported")
+        x = node.input[0]
+        if self.bax.get(x) != 1:
+            self.fail(node, f"its input '{x}' must be a (T, N, F) sequence computed from the model input")
+        for i, t in enumerate(node.input):
+            if i < 4 or not t:
+                continue
+            if i in (4, 7):
+                self.fail(node, f"{'sequence_lens' if i == 4 else 'peepholes'} are not supported")
+            if t not in self.consts or np.any(self.consts[t] != 0):
+                self.fail(node, "only a zero initial state is supported")
+        w = self.const(node, node.input[1], "W")[0]
+        r = self.const(node, node.input[2], "R")[0]
+        hidden = int(a.get("hidden_size", r.shape[1]))
+        nb = len(order)
+        bias = self.const(node, node.input[3], "B")[0] if len(node.input) > 3 and node.input[3] else \
+            np.zeros(2 * nb * hidden, np.float32)
+
+        def torch_order(m):
+            return np.concatenate([m[k * hidden:(k + 1) * hidden] for k in order])
+
+        ins = [self.name(x), self.wconst(node.input[1], torch_order(w)), self.wconst(node.input[2], torch_order(r)),
+               self.wconst(node.input[1] + "_bias_ih", torch_order(bias[:nb * hidden])),
+               self.wconst(node.input[2] + "_bias_hh", torch_order(bias[nb * hidden:]))]
+        seq = self.newname(node.output[0] or node.name + "_y")
+        last = self.newname(node.name + "_last")
+        self.g.add_node(cell, node.name, ins, [seq], hidden=hidden, last=False)
+        self.g.add_node(cell, node.name + "_last", ins, [last], hidden=hidden, last=True)
+        self.rnn_last[seq] = last
+        if node.output[0]:  # Y (T, num_directions = 1, N, H)
+            self.alias[node.output[0]] = seq
+            self.bax[node.output[0]] = 2
+        if len(node.output) > 1 and node.output[1]:  # Y_h (1, N, H)
+            self.alias[node.output[1]] = last
+            self.states.add(node.output[1])
+        if len(node.output) > 2 and node.output[2]:
+            self.unusable[node.output[2]] = node
+
+    def op_LSTM(self, node, a):
+        self._rnn(node, a, "lstm", (0, 2, 3, 1))
+
+    def op_GRU(self, node, a):
+        self._rnn(node, a, "gru", (1, 0, 2))
+
+    def op_Gather(self, node, a):
+        """The last step of an RNN's output sequence, or its (1, N, H) final state's only layer."""
+        t = node.input[0]
+        if t in self.consts or node.input[1] not in self.consts:
+            self.unsupported(node)
+        idx = np.asarray(self.consts[node.input[1]])
+        s = self.shape_of(t)
+        axis = int(a.get("axis", 0)) % len(s) if s is not None else None
+        if idx.size != 1 or s is None or idx.ndim != 0:
+            self.unsupported(node)
+        i = int(idx) % s[axis]
+        g = self.name(t)
+        time_axis = 0 if self.bax.get(t) == 1 else 1
+        if t in self.states and axis == 0:
+            self.alias[node.output[0]] = g
+        elif g in self.rnn_last and len(s) == 3 and axis == time_axis and i == s[axis] - 1:
+            self.alias[node.output[0]] = self.rnn_last[g]
+        else:
+            self.fail(node, "a gather is supported only for the last step of an RNN's output or its final state")
 
     def op_GatherND(self, node, a):
         """Transpose(2, 3, 0, 1) -> GatherND(constant (OH, OW, 2) indices) -> Transpose(p): how the dynamo

@@ -140,7 +140,21 @@ def _from_torchscript(torch, sm, path, input_shape, fold_bn=True) -> Graph:
 
 # ---- the FX walker ---------------------------------------------------------------------------------------
 class _Act(str):
-    """Name of an activation tensor in the graph being built."""
+    """Name of an activation tensor in the graph being built.
+
+    The graph's tensors are batch first. A framework tensor whose batch is not its axis 0 -- the (T, N, F)
+    sequences of RNNs with batch_first=False, and their final states (1, N, H) -- has ``batch_axis`` 1, or
+    ``layer_axis`` (a leading num_layers = 1 axis); only the RNN ops, transpose(0, 1), select / squeeze of
+    that axis and the model's output read such tensors."""
+
+    batch_axis = 0
+    layer_axis = False
+
+    @staticmethod
+    def of(name, batch_axis=0, layer_axis=False):
+        a = _Act(name)
+        a.batch_axis, a.layer_axis = batch_axis, layer_axis
+        return a
 
 
 class _Unused:
@@ -161,7 +175,7 @@ _SUPPORTED = (
     "conv1d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool1d_with_indices", "avg_pool1d",
     "adaptive_avg_pool1d", "squeeze", "unsqueeze", "permute", "transpose", "swapaxes", "channel_shuffle",
     "native_channel_shuffle", "upsample_nearest2d", "upsample_bilinear2d", "_upsample_nearest_exact2d",
-    "upsample_nearest1d", "upsample_linear1d", "_upsample_nearest_exact1d")
+    "upsample_nearest1d", "upsample_linear1d", "_upsample_nearest_exact1d", "lstm", "gru", "select")
 _IGNORED_PREFIXES = ("_assert", "sym_constrain_range")
 _SIZE_OPS = ("sym_size", "size")
 
@@ -221,6 +235,8 @@ class _Walker:
         self.g = Graph()
         self.env: dict = {}
         self.fqn: dict = {}  # placeholder name -> parameter/buffer name, used to name weights
+        self.rnn_last: dict = {}  # RNN output sequence -> the same RNN's last-step output
+        self.input_perm = None
 
     # ---- helpers ---------------------------------------------------------------------------------------
     def fail(self, node, msg):
@@ -246,6 +262,9 @@ class _Walker:
 
     def act(self, node, v, what="input"):
         if isinstance(v, _Act):
+            if v.batch_axis or v.layer_axis:
+                self.fail(node, "reads a tensor whose batch is not its first axis (a (T, N, F) sequence or an RNN's "
+                                "(1, N, H) state); use batch_first=True, or select / squeeze the state first")
             return str(v)
         if isinstance(v, _Unused):
             self.fail(node, f"uses a secondary output of '{v.node.name}' (indices or statistics)")
@@ -334,10 +353,13 @@ class _Walker:
             raise EdgepackError(f"{self.src}: the model output is not a tensor computed from the input")
         self.g.outputs = [str(v)]
         if len(self.model_input) == 3:
-            set_io(self.g, "input", self.model_input)
+            set_io(self.g, "input", self.model_input, self.input_perm)
         oshape = self.meta_shape(outs[0])
-        if oshape is not None and len(oshape) == 3:
-            set_io(self.g, "output", (1,) + tuple(int(_concrete(d)) for d in oshape[1:]))
+        if oshape is not None and (len(oshape) == 3 or v.batch_axis or v.layer_axis):
+            dims = [int(_concrete(d)) for d in oshape]
+            b = 1 if (v.batch_axis or v.layer_axis) else 0
+            dims[b] = 1
+            set_io(self.g, "output", dims, (1, 0, 2) if b else None)
         return finish_graph(self.g, self.src, fold_bn)
 
     def placeholder(self, node, n_inputs):
@@ -362,10 +384,17 @@ class _Walker:
         if len(shape) not in (2, 3, 4):
             raise EdgepackError(f"{self.src}: input '{node.name}' has shape {shape}; edgepack supports NCHW, "
                                 "(N, C, L) or (N, F) inputs")
+        seq_first = len(shape) == 3 and any(  # a (T, N, F) input of an RNN with batch_first=False
+            _opname(u.target) in ("lstm", "gru") and not _bind(u.target, u.args, u.kwargs)["batch_first"]
+            and u.args[0] is node for u in node.users if u.op == "call_function" and hasattr(u.target, "_schema"))
+        if seq_first:
+            shape = (dims[0],) + (1,) + tuple(dims[2:]) if self.input_shape is None else \
+                tuple(self.input_shape[:1]) + (1,) + tuple(self.input_shape[2:])
         self.model_input = shape
-        self.g.add_tensor(node.name, shape=lift_shape(shape))
+        self.input_perm = (1, 0, 2) if seq_first else None
+        self.g.add_tensor(node.name, shape=lift_shape((1, shape[0], shape[2]) if seq_first else shape))
         self.g.inputs = [node.name]
-        self.env[node.name] = _Act(node.name)
+        self.env[node.name] = _Act.of(node.name, batch_axis=1 if seq_first else 0)
 
     def call(self, node):
         torch = self.torch
@@ -656,7 +685,16 @@ class _Walker:
     def op_view(self, node, b):
         return self._reshape(node)
 
-    op_reshape = op_unsqueeze = op_squeeze = op_view
+    op_reshape = op_unsqueeze = op_view
+
+    def op_squeeze(self, node, b):
+        v = b["self"]
+        if isinstance(v, _Act) and v.layer_axis:  # h_n.squeeze(0) of a single-layer RNN
+            dims = b.get("dim")
+            dims = [dims] if isinstance(dims, int) else list(dims) if dims is not None else [0]
+            if [int(d) % 3 for d in dims] == [0]:
+                return _Act(str(v))
+        return self._reshape(node)
     op__unsafe_view = op_view
 
     def _transpose(self, node, x, perm):
@@ -673,11 +711,56 @@ class _Walker:
         r = self.rank(node.args[0], node)
         perm = list(range(r))
         a0, a1 = int(b["dim0"]) % r, int(b["dim1"]) % r
+        v = b["self"]
+        if r == 3 and {a0, a1} == {0, 1} and isinstance(v, _Act) and not v.layer_axis:
+            return _Act.of(str(v), batch_axis=1 - v.batch_axis)  # (N, T, F) <-> (T, N, F): the graph keeps N first
         perm[a0], perm[a1] = perm[a1], perm[a0]
         return self._transpose(node, b["self"], perm)
 
     def op_swapaxes(self, node, b):
         return self.op_transpose(node, {"self": b["self"], "dim0": b["axis0"], "dim1": b["axis1"]})
+
+    def _rnn(self, node, b, cell, gates):
+        if b["num_layers"] != 1 or b["bidirectional"] or not b["has_biases"]:
+            self.fail(node, "only a single-layer, unidirectional RNN with biases is supported")
+        v = b["input"]
+        if not isinstance(v, _Act) or v.layer_axis or v.batch_axis != (0 if b["batch_first"] else 1):
+            self.fail(node, "the input must be the (N, T, F) sequence (batch_first=True) or (T, N, F) "
+                            "(batch_first=False)")
+        hx = b["hx"] if isinstance(b["hx"], (list, tuple)) else [b["hx"]]
+        for h in hx:
+            if not isinstance(h, self.torch.Tensor) or bool(h.abs().max() > 0):
+                self.fail(node, "only a zero initial state is supported")
+        w_ih, w_hh, b_ih, b_hh = (self.const(node, t, "parameter") for t in b["params"])
+        hidden = w_hh.shape[1]
+        names = [self.wconst(f"{node.name}.{k}", t) for k, t in
+                 (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih), ("bias_hh", b_hh))]
+        seq = self.emit(cell, node, [str(v)] + names, hidden=int(hidden), last=False)
+        out = _Act.of(str(seq), batch_axis=v.batch_axis)
+        last = self.g.fresh(node.name + "_last")
+        self.g.add_tensor(last)
+        self.g.add_node(cell, node.name + "_last", [str(v)] + names, [last], hidden=int(hidden), last=True)
+        self.rnn_last[str(seq)] = last
+        state = _Act.of(last, layer_axis=True)
+        return (out, state, _Unused(node)) if gates == 4 else (out, state)
+
+    def op_lstm(self, node, b):
+        return self._rnn(node, b, "lstm", 4)
+
+    def op_gru(self, node, b):
+        return self._rnn(node, b, "gru", 3)
+
+    def op_select(self, node, b):
+        """x[-1] / x[0] of an RNN's (1, N, H) final state; the last step of an RNN's output sequence."""
+        v, r = b["self"], self.rank(node.args[0], node)
+        dim, index = int(b["dim"]) % r, int(b["index"])
+        if isinstance(v, _Act) and v.layer_axis and dim == 0 and index in (0, -1):
+            return _Act(str(v))
+        steps = _concrete(self.meta_shape(node.args[0])[dim]) if self.meta_shape(node.args[0]) else None
+        if isinstance(v, _Act) and str(v) in self.rnn_last and r == 3 and dim == 1 - v.batch_axis \
+                and index in (-1, (steps or 0) - 1):
+            return _Act(self.rnn_last[str(v)])
+        self.fail(node, "select is supported only for the last step of an RNN's output or its final state")
 
     def op_channel_shuffle(self, node, b):
         return self.emit("channel_shuffle", node, [self.act(node, b["self"])], groups=int(b["groups"]))

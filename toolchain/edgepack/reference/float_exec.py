@@ -45,7 +45,11 @@ def run_float(g: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
                 if data is None:
                     raise EdgepackError(f"run_float: node '{n.name}': input '{t}' has not been computed")
                 args.append(np.asarray(data, dtype=_DT))
-        vals[n.outputs[0]] = np.asarray(fn(n.attrs, *args), dtype=_DT)
+        y = fn(n.attrs, *args)
+        if isinstance(y, tuple):  # RNNs: also their hidden / cell state over all steps, for calibration
+            y, states = y
+            vals.update({f"{n.outputs[0]}#{k}": np.asarray(v, dtype=_DT) for k, v in states.items()})
+        vals[n.outputs[0]] = np.asarray(y, dtype=_DT)
     return vals
 
 
@@ -228,6 +232,35 @@ def _resize(a, x):
     return top * (1 - fy) + bot * fy
 
 
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _rnn(a, x, w_ih, w_hh, b_ih, b_hh, cell):
+    """Run an LSTM / GRU over x (N, T, 1, F); returns (output, {"h": all h_t, "c": all c_t (LSTM)})."""
+    n, steps = x.shape[:2]
+    hsz = a["hidden"]
+    h = np.zeros((n, hsz), np.float64)
+    c = np.zeros((n, hsz), np.float64)
+    hs, cs = [], []
+    for t in range(steps):
+        gx = x[:, t, 0].astype(np.float64) @ w_ih.T.astype(np.float64) + b_ih
+        gh = h @ w_hh.T.astype(np.float64) + b_hh
+        if cell == "lstm":
+            i, f, g, o = np.split(gx + gh, 4, axis=1)
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+            cs.append(c)
+        else:
+            xr, xz, xn = np.split(gx, 3, axis=1)
+            hr, hz, hn = np.split(gh, 3, axis=1)
+            r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+            h = (1 - z) * np.tanh(xn + r * hn) + z * h
+        hs.append(h)
+    states = {"h": np.stack(hs, 1)} | ({"c": np.stack(cs, 1)} if cs else {})
+    return (h if a["last"] else np.stack(hs, 1)[:, :, None, :]), states
+
+
 def _dense(a, x, w, b=None):
     y = x @ w.T
     return y if b is None else y + b
@@ -245,6 +278,8 @@ _OPS = {
     "transpose": lambda a, x: x.transpose(a["perm"]),
     "channel_shuffle": _channel_shuffle,
     "resize": _resize,
+    "lstm": lambda a, *args: _rnn(a, *args, cell="lstm"),
+    "gru": lambda a, *args: _rnn(a, *args, cell="gru"),
     "batchnorm": _batchnorm,
     "relu": lambda a, x: np.maximum(x, 0),
     "sign": lambda a, x: np.where(x >= 0, 1.0, -1.0).astype(x.dtype),

@@ -133,3 +133,7 @@ OPS.update(_SPARSE_OPS)
 from .ops_spatial import OPS as _SPATIAL_OPS  # noqa: E402
 
 OPS.update(_SPATIAL_OPS)
+
+from .ops_rnn import OPS as _RNN_OPS  # noqa: E402
+
+OPS.update(_RNN_OPS)
