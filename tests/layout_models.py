@@ -145,3 +145,53 @@ class SeqErf(nn.Module):
 
     def forward(self, x):
         return torch.special.erf(self.c(x))
+
+
+class LSTMHead(nn.Module):
+    """(N, T, F) -> LSTM (batch_first) -> final hidden state h_n[-1] -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(6, 10, batch_first=True)
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x)
+        return self.fc(h[-1])
+
+
+class GRUSeqFirst(nn.Module):
+    """(T, N, F) -> GRU (batch_first=False) -> last step y[-1] -> Linear: the model's batch is its axis 1."""
+
+    batch_axis = 1
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(5, 7)
+        self.fc = nn.Linear(7, 4)
+
+    def forward(self, x):
+        y, _ = self.gru(x)
+        return self.fc(y[-1])
+
+
+class ConvLSTM(nn.Module):
+    """(N, C, L) -> Conv1d -> permute to (N, L, C) -> LSTM -> every step out, (N, L, H)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv1d(4, 6, 3, padding=1)
+        self.lstm = nn.LSTM(6, 5, batch_first=True)
+
+    def forward(self, x):
+        y, _ = self.lstm(torch.relu(self.c(x)).permute(0, 2, 1))
+        return y
+
+
+class BiLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 4, batch_first=True, bidirectional=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]

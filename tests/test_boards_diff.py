@@ -64,6 +64,8 @@ CASES_B = {
     "resize_nearest_s8": opgen.resize_case("nearest"),
     "resize_bilinear_s8": opgen.resize_case("bilinear"),
     "conv_transpose2d_s8": opgen.conv_transpose_case(),
+    "lstm_s8": opgen.rnn_case("lstm"),
+    "gru_s8": opgen.rnn_case("gru"),
 }
 
 
@@ -72,7 +74,7 @@ CASES_B = {
 def test_board_equals_reference_b(board, op, tmp_path_factory):
     b = require_board_tools(board)
 
-    @settings(max_examples=3, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=2, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(CASES_B[op])
     def check(case):

@@ -37,7 +37,16 @@ MODELS = {  # name -> (class, model input shape, formats the exporters can write
     "ShuffleBlock": (lm.ShuffleBlock, (1, 6, 5, 7), ["pt2", "onnx_dynamo", "onnx_legacy"]),
     "UpNet": (lm.UpNet, (1, 3, 9, 8), ["pt2", "onnx_dynamo", "onnx_legacy", "ts_trace"]),
     "UpNetExact": (lm.UpNetExact, (1, 3, 9, 8), ["pt2", "onnx_dynamo"]),  # the legacy exporter refuses it
+    "LSTMHead": (lm.LSTMHead, (1, 9, 6), ["pt2", "onnx_dynamo", "onnx_legacy"]),
+    "GRUSeqFirst": (lm.GRUSeqFirst, (8, 1, 5), ["pt2", "onnx_dynamo", "onnx_legacy"]),
+    "ConvLSTM": (lm.ConvLSTM, (1, 4, 10), ["pt2", "onnx_dynamo", "onnx_legacy"]),
 }
+
+
+def _batch(cls, shape, n):
+    """A batch of n in the model's layout (its batch axis: 1 for a (T, N, F) sequence model)."""
+    b = getattr(cls, "batch_axis", 0)
+    return shape[:b] + (n,) + shape[b + 1:]
 
 
 def _make(cls):
@@ -83,7 +92,7 @@ def test_import_matches_torch(name, fmt, tmp_path):
     g = load_model(path, input_shape=in_shape)
     assert all(n.op in FLOAT_OPS for n in g.nodes)
     assert not any(n.op == "batchnorm" for n in g.nodes), "batchnorms must be folded"
-    x = np.random.default_rng(1).standard_normal((3,) + shape[1:]).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal(_batch(cls, shape, 3)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     y = run_float_output(g, x)
@@ -108,10 +117,10 @@ def test_layouts_folded(tmp_path):
     assert convs[1].attrs["strides"] == (1, 2) and convs[1].attrs["dilations"] == (1, 2)
 
 
-BUILDS = [("Conv1dNet", "pt2"), ("Conv1dNet", "onnx_dynamo"), ("Conv1dSeq", "pt2"), ("NHWCNet", "pt2"),
-          ("NHWCNet", "onnx_legacy"), ("ShuffleBlock", "pt2"), ("UpNet", "pt2"), ("UpNetExact", "onnx_dynamo")]
-DEVICE_TRANSPOSES = {"Conv1dNet": 0, "Conv1dSeq": 0, "NHWCNet": 0, "ShuffleBlock": 2, "UpNet": 0,
-                     "UpNetExact": 0}
+BUILDS = [("Conv1dSeq", "pt2"), ("NHWCNet", "onnx_legacy"), ("ShuffleBlock", "pt2"), ("UpNet", "pt2"),
+          ("UpNetExact", "onnx_dynamo"), ("GRUSeqFirst", "onnx_dynamo"), ("ConvLSTM", "pt2")]
+DEVICE_TRANSPOSES = {"Conv1dSeq": 0, "NHWCNet": 0, "ShuffleBlock": 2, "UpNet": 0, "UpNetExact": 0,
+                     "GRUSeqFirst": 0, "ConvLSTM": 1}  # ConvLSTM: (N, C, L) -> (N, L, C) is a real move
 
 
 @pytest.mark.parametrize("name,fmt", BUILDS)
@@ -120,13 +129,13 @@ def test_build_bit_exact(name, fmt, tmp_path):
     model = _make(cls)
     path, in_shape = export(model, shape, fmt, tmp_path)
     rng = np.random.default_rng(0)
-    np.save(tmp_path / "calib.npy", rng.standard_normal((32,) + shape[1:]).astype(np.float32))
+    np.save(tmp_path / "calib.npy", rng.standard_normal(_batch(cls, shape, 32)).astype(np.float32))
     out = tmp_path / "out"
     report = build(path, "host", out, calib=tmp_path / "calib.npy", input_shape=in_shape)
     ops = [layer["op"] for layer in report["layers"]]
     assert ops.count("transpose_s8") == DEVICE_TRANSPOSES[name], ops
     assert report["arena_bytes"] == report["liveness_bound_bytes"]
-    x = rng.standard_normal((8,) + shape[1:]).astype(np.float32)
+    x = rng.standard_normal(_batch(cls, shape, 8)).astype(np.float32)
     y, raw = run(out, x, on="host")
     _, raw_ref = run(out, x, on="reference")
     assert np.array_equal(raw, raw_ref)
@@ -156,6 +165,14 @@ def test_rank3_errors_name_the_op(fmt, tmp_path):
         load_model(path)
     msg = str(e.value)
     assert "erf" in msg.lower() and "not supported" in msg and "has shape" not in msg, msg
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx_dynamo"])
+def test_rnn_limits_are_named(fmt, tmp_path):
+    path, _ = export(_make(lm.BiLSTM), (1, 5, 4), fmt, tmp_path)
+    with pytest.raises(EdgepackError) as e:
+        load_model(path)
+    assert "node '" in str(e.value) and ("unidirectional" in str(e.value) or "forward" in str(e.value))
 
 
 def test_grouped_conv_transpose_refused(tmp_path):

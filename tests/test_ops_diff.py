@@ -130,3 +130,15 @@ def test_resize_bilinear_s8(tmp_path_factory, case):
 @given(opgen.conv_transpose_case())
 def test_conv_transpose2d_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
+
+
+@SETTINGS_B
+@given(opgen.rnn_case("lstm"))
+def test_lstm_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@SETTINGS_B
+@given(opgen.rnn_case("gru"))
+def test_gru_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)

@@ -32,21 +32,24 @@ def log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_calibration(path, input_shape, n_default: int = 32):
-    """A float batch in the model's input layout; without a file, a standard-normal batch and a warning."""
+def load_calibration(path, input_shape, n_default: int = 32, batch_axis: int = 0):
+    """A float batch in the model's input layout (batch at ``batch_axis``: 1 for a (T, N, F) sequence model);
+    without a file, a standard-normal batch and a warning."""
+    rest = tuple(d for i, d in enumerate(input_shape) if i != batch_axis)
     if path is None:
         log(f"warning: no --calib data; calibrating activations on {n_default} standard-normal inputs "
             "(accuracy will suffer: pass --calib DATA.npy with real inputs)")
         rng = np.random.default_rng(0)
-        return rng.standard_normal((n_default,) + tuple(input_shape[1:])).astype(np.float32), "standard-normal"
+        shape = rest[:batch_axis] + (n_default,) + rest[batch_axis:]
+        return rng.standard_normal(shape).astype(np.float32), "standard-normal"
     path = Path(path)
     x = load_npy(path, "--calib")
-    if x.shape[1:] != tuple(input_shape[1:]):
-        if x.shape == tuple(input_shape[1:]):
-            x = x[None]
+    if x.shape[:batch_axis] + x.shape[batch_axis + 1:] != rest:
+        if x.shape == rest:
+            x = np.expand_dims(x, batch_axis)
         else:
-            raise EdgepackError(f"{path}: calibration batch has shape {x.shape}, the model input is "
-                                f"(N, {', '.join(map(str, input_shape[1:]))})")
+            shown = ", ".join("N" if i == batch_axis else str(d) for i, d in enumerate(input_shape))
+            raise EdgepackError(f"{path}: calibration batch has shape {x.shape}, the model input is ({shown})")
     return x.astype(np.float32), str(path)
 
 
@@ -108,7 +111,7 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     from emulator outputs where the board has an emulator, else host) for the report and the card."""
     from .compress.quantize import quantize
     from .frontend import load_model
-    from .graph import model_input_shape
+    from .graph import model_batch_axis, model_input_shape
 
     t_start = time.time()
     board = get_board(board_name)
@@ -139,7 +142,8 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
         binarized = binarize_graph(g)
     in_shape = model_input_shape(g)  # the model's own layout (calibration and evaluation data use it)
     g.meta.setdefault("name", model_path.stem)
-    x_cal, cal_source = load_calibration(calib, in_shape)
+    x_cal, cal_source = load_calibration(calib, in_shape, batch_axis=model_batch_axis(g.meta, "input", g.tensors[
+        g.inputs[0]].shape))
     evaluation = None
     if eval_data is not None:
         from .errors import load_labelled_npz
@@ -219,8 +223,11 @@ def measure(folder: Path, g, board: dict, elf, x_cal, evaluation, report) -> dic
     from .reference.float_exec import run_float_output
     from .runners import run
 
+    from .graph import model_batch_axis
+
     out = {}
-    x = evaluation[0] if evaluation else x_cal[:1]
+    x = evaluation[0] if evaluation else np.take(x_cal, [0], axis=model_batch_axis(
+        g.meta, "input", g.tensors[g.inputs[0]].shape))
     raws = {}
     for on in ("reference", "host"):
         y_on, raws[on] = run(folder, x, on=on)
@@ -314,7 +321,8 @@ def _swap_in(tmp: Path, out: Path):
 
 
 WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp",
-                "dwconv2d_exp", "dense_exp", "conv_transpose2d_s8") + SPARSE_OPS
+                "dwconv2d_exp", "dense_exp", "conv_transpose2d_s8", "lstm_s8", "gru_s8") + SPARSE_OPS
+RNN_OPS = ("lstm_s8", "gru_s8")  # two weight matrices: W_x, W_h
 
 
 def _macs(q, n):
@@ -333,6 +341,8 @@ def _macs(q, n):
         return int(np.prod(y)) * kh * kw
     if n.op == "dense_s8":
         return int(np.prod(t[n.inputs[1]].shape))
+    if n.op in RNN_OPS:  # every step: the gates' W_x x and W_h h
+        return int(n.attrs["steps"]) * (int(np.prod(t[n.inputs[1]].shape)) + int(np.prod(t[n.inputs[2]].shape)))
     if n.op == "conv_transpose2d_s8":
         from .reference.ops_spatial import conv_transpose_taps
         return conv_transpose_taps(t[n.inputs[0]].shape, t[n.inputs[1]].shape, y, n.attrs)
@@ -358,7 +368,8 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
         consts = [t for t in n.inputs if q.tensors[t].data is not None]
         w = q.tensors[n.inputs[1]] if n.op in WEIGHTED_OPS else None
         # the weight arrays: one, or values + index / mask + row pointers of sparse rows
-        wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op in SPARSE_OPS else [w] if w is not None else []
+        wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op in SPARSE_OPS else \
+            [q.tensors[t] for t in n.inputs[1:3]] if n.op in RNN_OPS else [w] if w is not None else []
         wbytes = int(sum(t.data.nbytes for t in wts))
         fmt = None
         if w is not None:

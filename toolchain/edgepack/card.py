@@ -44,6 +44,8 @@ def _scale_type(n) -> str:
 def _granularity(n, meta) -> str:
     if n.attrs.get("weight_format") == "binary":
         return "per-channel (alpha)"
+    if n.op in ("lstm_s8", "gru_s8"):
+        return "per-tensor, one scale per gate matrix (TFLite LSTM)"
     return "per-tensor" if meta.get("weight_scale") == "per-layer" else "per-channel"
 
 
@@ -96,6 +98,11 @@ def _spatial_fields(q) -> dict:
         "transposed_convolution": "TFLite TRANSPOSE_CONV: per-channel int8 weights (O, KH, KW, I), int32 bias, "
         "Q31 requantization" if _used(q, "conv_transpose2d_s8") else "none",
         "grouped_convolution": grouped or "none",
+        "recurrent": [f"{n.name}: {n.op[:-3].upper()}, {n.attrs['steps']} steps, hidden {n.attrs['hidden']}, int8 "
+                      f"hidden state, {n.attrs['gates']}"
+                      + (f", int16 cell state Q{15 - n.attrs['cell_frac']}.{n.attrs['cell_frac']}"
+                         if n.op == "lstm_s8" else "") for n in q.nodes if n.op in ("lstm_s8", "gru_s8")]
+        or "none in the model",
     }
 
 
@@ -205,7 +212,8 @@ def card_md(c: dict) -> str:
         ("rounding", c["rounding"]), ("requantization", c["requantization"]), ("bias", c["bias"]),
         ("residual add", c["residual_add"]), ("pooling", _v(c["pooling"])), ("softmax", c["softmax"]),
         *((k.replace("_", " "), _v(c[k])) for k in ("resize", "resize_quantization", "transposes",
-                                                      "transposed_convolution", "grouped_convolution") if k in c),
+                                                      "transposed_convolution", "grouped_convolution", "recurrent")
+          if k in c),
         ("pruning", _v(c["pruning"]) if isinstance(c["pruning"], str) else
          "; ".join(_v({k: s.get(k) for k in ("method", "criterion", "macs_before", "macs_after", "params_before",
                                              "params_after")}) for s in c["pruning"])),

@@ -47,7 +47,8 @@ def template(attrs, shapes):
         gat = T.alloc_buffer((4 * H,), "int32")  # r, z (pre-activations), nx, nh
         act = T.alloc_buffer((3,), "int32")  # r, z, n of one unit
         acc = T.alloc_buffer((2,), "int32")
-        r = T.alloc_buffer((4,), "int32")
+        r = T.alloc_buffer((5,), "int32")
+        u = T.alloc_buffer((3,), "int32")
         t = T.alloc_buffer((5,), "int64")
         for j in range(H):
             hid[j] = hzp
@@ -64,9 +65,17 @@ def template(attrs, shapes):
             for j in range(H):
                 sigmoid16(act, 0, gat[j], r, TAB)
                 sigmoid16(act, 1, gat[H + j], r, TAB)
-                tanh16(act, 2, sat(gat[2 * H + j] + sat(rdbpot(act[0] * gat[3 * H + j], 15), 16), 16), 0, r, TAB)
+                u[0] = act[0] * gat[3 * H + j]  # one product or rounding step per slot (see lstm_s8)
+                u[1] = rdbpot(u[0], 15)
+                u[1] = sat(u[1], 16)
+                u[2] = gat[2 * H + j] + u[1]
+                u[2] = sat(u[2], 16)
+                tanh16(act, 2, u[2], 0, r, TAB)
                 requantize_int32(acc, 0, (32768 - act[1]) * act[2], hm, hs, t, 0, -2147483648, 2147483647)
-                hid[j] = sat(acc[0] + rdbpot(act[1] * (hid[j] - hzp), 15) + hzp, 8)
+                u[0] = act[1] * (hid[j] - hzp)
+                u[1] = rdbpot(u[0], 15)
+                u[2] = acc[0] + u[1] + hzp
+                hid[j] = sat(u[2], 8)
                 if not last:
                     Y[j * TS + ts] = T.Cast("int8", hid[j])
         if last:

@@ -51,7 +51,8 @@ def template(attrs, shapes):
         gat = T.alloc_buffer((4 * H,), "int32")
         act = T.alloc_buffer((4,), "int32")  # i, f, g, o of one unit
         acc = T.alloc_buffer((2,), "int32")
-        r = T.alloc_buffer((4,), "int32")
+        r = T.alloc_buffer((5,), "int32")
+        u = T.alloc_buffer((4,), "int32")
         t = T.alloc_buffer((5,), "int64")
         for j in range(H):
             hid[j] = hzp
@@ -65,7 +66,14 @@ def template(attrs, shapes):
                 sigmoid16(act, 1, gat[H + j], r, TAB)
                 tanh16(act, 2, gat[2 * H + j], 0, r, TAB)
                 sigmoid16(act, 3, gat[3 * H + j], r, TAB)
-                cel[j] = sat(sat(rdbpot(act[1] * cel[j], 15), 16) + sat(rdbpot(act[0] * act[2], 30 - CF), 16), 16)
+                u[0] = act[1] * cel[j]  # one product or rounding step per slot: nested Selects would blow up
+                u[1] = rdbpot(u[0], 15)
+                u[1] = sat(u[1], 16)
+                u[2] = act[0] * act[2]
+                u[3] = rdbpot(u[2], 30 - CF)
+                u[3] = sat(u[3], 16)
+                u[0] = u[1] + u[3]
+                cel[j] = sat(u[0], 16)
                 tanh16(act, 2, cel[j], LS, r, TAB)
                 requantize_int32(hid, j, act[3] * act[2], hm, hs, t, hzp, -128, 127)
                 if not last:

@@ -37,19 +37,22 @@ def gate_mv(G, k, j, X, x_at, n_in, W, B, M, S, acc, t, H, accumulate):
 
 @T.macro
 def sigmoid16(dst, di, v, r, TAB):
-    """dst[di] = TFLite int16 Logistic of the Q3.12 value v (r: 3 int32 scratch slots)."""
+    """dst[di] = TFLite int16 Logistic of the Q3.12 value v (r: 5 int32 scratch slots, one per step)."""
     r[0] = v * 3
     r[1] = T.Select(r[0] < 0, 0 - r[0], r[0])  # |3v| < 2^17: index r[1] >> 9 <= 191
-    r[2] = (TAB[r[1] >> 9] << 9) + (r[1] & 511) * (TAB[(r[1] >> 9) + 1] - TAB[r[1] >> 9])
-    dst[di] = T.Select(r[0] >= 0, r[2] + 512, 33554432 - r[2] + 511) >> 10
+    r[2] = TAB[r[1] >> 9]
+    r[3] = TAB[(r[1] >> 9) + 1]
+    r[4] = (r[2] << 9) + (r[1] & 511) * (r[3] - r[2])
+    dst[di] = T.Select(r[0] >= 0, r[4] + 512, 33554432 - r[4] + 511) >> 10
 
 
 @T.macro
 def tanh16(dst, di, v, shift, r, TAB):
-    """dst[di] = TFLite int16 Tanh of v << shift (Q3.12 after the shift; r: 4 int32 scratch slots)."""
+    """dst[di] = TFLite int16 Tanh of v << shift (Q3.12 after the shift; r: 5 int32 scratch slots)."""
     r[0] = v << shift
     r[1] = 3 * T.Select(r[0] < 0, 0 - r[0], r[0])
-    r[3] = T.Select((r[1] >> 8) > 254, 254, r[1] >> 8)
-    r[2] = T.Select((r[1] >> 8) >= 255, 16776960,
-                    (TAB[r[3]] << 8) + (r[1] & 255) * (TAB[r[3] + 1] - TAB[r[3]]))
-    dst[di] = T.Select(r[0] >= 0, r[2] - 8388608 + 128, 8388608 - r[2] + 127) >> 8
+    r[4] = T.Select((r[1] >> 8) > 254, 254, r[1] >> 8)
+    r[2] = TAB[r[4]]
+    r[3] = TAB[r[4] + 1]
+    r[4] = T.Select((r[1] >> 8) >= 255, 16776960, (r[2] << 8) + (r[1] & 255) * (r[3] - r[2]))
+    dst[di] = T.Select(r[0] >= 0, r[4] - 8388608 + 128, 8388608 - r[4] + 127) >> 8
