@@ -6,19 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics (1-D and 2-D), so that folding is tested."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(c, generator=g) - 0.5)
-    return model.eval()
+from frontend_models import randomize_bn  # noqa: F401  (re-exported for the tests)
 
 
 class Conv1dNet(nn.Module):

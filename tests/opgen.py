@@ -18,6 +18,15 @@ def _mults(rng, n, lo=1e-4, hi=0.9):
     return np.array([m for m, _ in ms], np.int32), np.array([s for _, s in ms], np.int32)
 
 
+def _layer_consts(g, rng, wshape, o):
+    """Random int8 weights ``w``, int32 ``bias``, Q31 ``mult`` / ``shift`` for an ``o``-channel layer."""
+    g.add_const("w", rng.integers(-127, 128, wshape).astype(np.int8))
+    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
+    m, s = _mults(rng, o)
+    g.add_const("mult", m)
+    g.add_const("shift", s)
+
+
 def _act_range(rng):
     a, b = sorted(int(v) for v in rng.integers(-128, 128, 2))
     return (a, b) if rng.random() < 0.5 else (-128, 127)
@@ -49,12 +58,7 @@ def conv_case(draw, depthwise=False, grouped=False):
     iq, oq = _q(rng), _q(rng)
     g.add_tensor("x", (1, h, w, c), "int8", quant=iq)
     g.add_tensor("y", (1, oh, ow, o), "int8", quant=oq)
-    wshape = (kh, kw, o) if depthwise else (o, kh, kw, c // groups)
-    g.add_const("w", rng.integers(-127, 128, wshape).astype(np.int8))
-    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
-    m, s = _mults(rng, o)
-    g.add_const("mult", m)
-    g.add_const("shift", s)
+    _layer_consts(g, rng, (kh, kw, o) if depthwise else (o, kh, kw, c // groups), o)
     amin, amax = _act_range(rng)
     attrs = dict(strides=(sh, sw), pads=pads, dilations=dil, in_zp=iq.zero_point, out_zp=oq.zero_point,
                  act_min=amin, act_max=amax)
@@ -78,11 +82,7 @@ def dense_case(draw):
     iq, oq = _q(rng), _q(rng)
     g.add_tensor("x", (1, f), "int8", quant=iq)
     g.add_tensor("y", (1, o), "int8", quant=oq)
-    g.add_const("w", rng.integers(-127, 128, (o, f)).astype(np.int8))
-    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
-    m, s = _mults(rng, o)
-    g.add_const("mult", m)
-    g.add_const("shift", s)
+    _layer_consts(g, rng, (o, f), o)
     amin, amax = _act_range(rng)
     g.add_node("dense_s8", "layer", ["x", "w", "bias", "mult", "shift"], ["y"], in_zp=iq.zero_point,
                out_zp=oq.zero_point, act_min=amin, act_max=amax)
@@ -333,11 +333,7 @@ def conv_transpose_case(draw):
     iq, oq = _q(rng), _q(rng)
     g.add_tensor("x", (1, h, w, c), "int8", quant=iq)
     g.add_tensor("y", (1, oh, ow, o), "int8", quant=oq)
-    g.add_const("w", rng.integers(-127, 128, (o, kh, kw, c)).astype(np.int8))
-    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
-    m, s = _mults(rng, o)
-    g.add_const("mult", m)
-    g.add_const("shift", s)
+    _layer_consts(g, rng, (o, kh, kw, c), o)
     amin, amax = _act_range(rng)
     g.add_node("conv_transpose2d_s8", "layer", ["x", "w", "bias", "mult", "shift"], ["y"], strides=(sh, sw),
                pads=(pt, pl, pb, pr), output_padding=(oph, opw), dilations=(dh, dw), in_zp=iq.zero_point,

@@ -6,9 +6,7 @@ The float graph must equal the framework (in the model's own layout); the built 
 the reference and the host, with its arena at the liveness bound, and close to the float model.
 """
 
-import logging
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 import layout_models as lm  # noqa: E402
+from test_frontend import export  # noqa: E402  (one exporter for the importer tests)
 
 from edgepack.build import build  # noqa: E402
 from edgepack.errors import EdgepackError  # noqa: E402
@@ -52,32 +51,6 @@ def _batch(cls, shape, n):
 def _make(cls):
     torch.manual_seed(0)
     return lm.randomize_bn(cls())
-
-
-def export(model, shape, fmt, folder: Path):
-    """Save ``model`` in ``fmt``; return the file and the input_shape load_model needs."""
-    x = torch.zeros(shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            if fmt == "pt2":
-                p = folder / "m.pt2"
-                torch.export.save(torch.export.export(model, (x,)), str(p))
-                return p, None
-            if fmt.startswith("onnx"):
-                p = folder / f"{fmt}.onnx"
-                torch.onnx.export(model, (x,), str(p), dynamo=(fmt == "onnx_dynamo"), verbose=False)
-                return p, None
-            if fmt == "ts_trace":
-                p = folder / "ts.pt"
-                torch.jit.save(torch.jit.trace(model, (x,)), str(p))
-                return p, shape
-            p = folder / "pickled.pt"
-            torch.save(model, str(p))
-            return p, shape
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def _cases():

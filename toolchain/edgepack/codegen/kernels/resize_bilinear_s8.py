@@ -22,6 +22,15 @@ def template(attrs, shapes):
     OFFY = SY // 2 - 512 if hp else 0
     OFFX = SX // 2 - 512 if hp else 0
 
+    @T.macro
+    def axis_terms(r, k, v, n):  # r[k:k+4] = v, lower, upper, fraction (TFLite ComputeInterpolationValues)
+        r[k] = v
+        r[k + 1] = T.truncdiv(r[k], 1024)
+        r[k + 1] = T.Select(r[k + 1] < 0, 0, r[k + 1])
+        r[k + 2] = T.truncdiv(r[k] + 1023, 1024)
+        r[k + 2] = T.Select(r[k + 2] > n - 1, n - 1, r[k + 2])
+        r[k + 3] = r[k] - 1024 * r[k + 1]
+
     @T.prim_func
     def kernel(x: T.handle("int8"), y: T.handle("int8")):
         T.func_attr({"tirx.noalias": True})
@@ -30,19 +39,9 @@ def template(attrs, shapes):
         r = T.alloc_buffer((8,), "int32")  # v, y0, y1, fy | u, x0, x1, fx
         acc = T.alloc_buffer((1,), "int32")
         for oy in range(OH):
-            r[0] = oy * SY + OFFY
-            r[1] = T.truncdiv(r[0], 1024)
-            r[1] = T.Select(r[1] < 0, 0, r[1])
-            r[2] = T.truncdiv(r[0] + 1023, 1024)
-            r[2] = T.Select(r[2] > H - 1, H - 1, r[2])
-            r[3] = r[0] - 1024 * r[1]
+            axis_terms(r, 0, oy * SY + OFFY, H)
             for ox in range(OW):
-                r[4] = ox * SX + OFFX
-                r[5] = T.truncdiv(r[4], 1024)
-                r[5] = T.Select(r[5] < 0, 0, r[5])
-                r[6] = T.truncdiv(r[4] + 1023, 1024)
-                r[6] = T.Select(r[6] > W - 1, W - 1, r[6])
-                r[7] = r[4] - 1024 * r[5]
+                axis_terms(r, 4, ox * SX + OFFX, W)
                 for c in range(C):
                     acc[0] = T.Cast("int32", X[(r[1] * W + r[5]) * C + c]) * (1024 - r[3]) * (1024 - r[7]) \
                         + T.Cast("int32", X[(r[2] * W + r[5]) * C + c]) * r[3] * (1024 - r[7]) \

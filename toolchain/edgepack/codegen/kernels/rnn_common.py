@@ -56,3 +56,60 @@ def tanh16(dst, di, v, shift, r, TAB):
     r[3] = TAB[r[4] + 1]
     r[4] = T.Select((r[1] >> 8) >= 255, 16776960, (r[2] << 8) + (r[1] & 255) * (r[3] - r[2]))
     dst[di] = T.Select(r[0] >= 0, r[4] - 8388608 + 128, 8388608 - r[4] + 127) >> 8
+
+
+def rnn_template(attrs, shapes, gates, make_step):
+    """The PrimFunc shared by lstm_s8 and gru_s8: buffers, int32 scratch (hidden state, cell, gates, one unit's
+    activations, accumulators), the zero initial state, the loop over the static sequence and the stores of the
+    output; ``make_step(consts)`` returns the cell's T.macro for one step (see lstm_s8.py, gru_s8.py)."""
+    TS, H = int(attrs["steps"]), int(attrs["hidden"])
+    F = shapes["wx"][2]
+    hzp = int(attrs["h_zp"])
+    last = bool(attrs["last"])
+    NY = H if last else H * TS
+    step = make_step(dict(TS=TS, H=H, F=F, hzp=hzp, hm=int(attrs["h_mult"]), hs=int(attrs["h_shift"]),
+                          CF=int(attrs.get("cell_frac", 12)), x_at_step=lambda t: (lambda X, f: X[f * TS + t]),
+                          h_at=lambda Hs, i: Hs[i]))
+
+    @T.prim_func
+    def kernel(x: T.handle("int8"), wx: T.handle("int8"), wh: T.handle("int8"), bx: T.handle("int32"),
+               bh: T.handle("int32"), mx: T.handle("int32"), sx: T.handle("int32"), mh: T.handle("int32"),
+               sh: T.handle("int32"), table: T.handle("int32"), y: T.handle("int8")):
+        T.func_attr({"tirx.noalias": True})
+        X = T.decl_buffer((F * TS,), "int8", data=x)
+        WX = T.decl_buffer((gates * H * F,), "int8", data=wx)
+        WH = T.decl_buffer((gates * H * H,), "int8", data=wh)
+        BX = T.decl_buffer((gates * H,), "int32", data=bx)
+        BH = T.decl_buffer((gates * H,), "int32", data=bh)
+        MX = T.decl_buffer((gates,), "int32", data=mx)
+        SX = T.decl_buffer((gates,), "int32", data=sx)
+        MH = T.decl_buffer((gates,), "int32", data=mh)
+        SH = T.decl_buffer((gates,), "int32", data=sh)
+        TAB = T.decl_buffer((256,), "int32", data=table)
+        Y = T.decl_buffer((NY,), "int8", data=y)
+        hid = T.alloc_buffer((H,), "int32")
+        if gates == 4:
+            cel = T.alloc_buffer((H,), "int32")  # the LSTM's cell state
+        else:
+            cel = hid  # (the GRU has none)
+        gat = T.alloc_buffer((4 * H,), "int32")
+        act = T.alloc_buffer((4,), "int32")
+        acc = T.alloc_buffer((2,), "int32")
+        r = T.alloc_buffer((5,), "int32")
+        u = T.alloc_buffer((4,), "int32")
+        t = T.alloc_buffer((5,), "int64")
+        for j in range(H):
+            hid[j] = hzp
+        if gates == 4:
+            for j in range(H):
+                cel[j] = 0
+        for ts in range(TS):
+            step(ts, X, WX, WH, BX, BH, MX, SX, MH, SH, TAB, hid, cel, gat, act, acc, r, u, t)
+            if not last:
+                for j in range(H):
+                    Y[j * TS + ts] = T.Cast("int8", hid[j])
+        if last:
+            for j in range(H):
+                Y[j] = T.Cast("int8", hid[j])
+
+    return kernel
