@@ -132,13 +132,13 @@ def test_conv_transpose2d_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
 
 
-@SETTINGS_B
+@settings(SETTINGS, max_examples=6)  # each example is an unrolled sequence: fewer, larger cases
 @given(opgen.rnn_case("lstm"))
 def test_lstm_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
 
 
-@SETTINGS_B
+@settings(SETTINGS, max_examples=6)
 @given(opgen.rnn_case("gru"))
 def test_gru_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
