@@ -5,11 +5,12 @@ import torch.nn as nn
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial running statistics and affine parameters, so folding is tested."""
+    """Give every BatchNorm (1-D and 2-D) non-trivial running statistics and affine parameters, so folding is
+    tested."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 c = m.num_features
                 m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
                 m.running_var.copy_(torch.rand(c, generator=g) + 0.5)

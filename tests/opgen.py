@@ -18,6 +18,15 @@ def _mults(rng, n, lo=1e-4, hi=0.9):
     return np.array([m for m, _ in ms], np.int32), np.array([s for _, s in ms], np.int32)
 
 
+def _layer_consts(g, rng, wshape, o):
+    """Random int8 weights ``w``, int32 ``bias``, Q31 ``mult`` / ``shift`` for an ``o``-channel layer."""
+    g.add_const("w", rng.integers(-127, 128, wshape).astype(np.int8))
+    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
+    m, s = _mults(rng, o)
+    g.add_const("mult", m)
+    g.add_const("shift", s)
+
+
 def _act_range(rng):
     a, b = sorted(int(v) for v in rng.integers(-128, 128, 2))
     return (a, b) if rng.random() < 0.5 else (-128, 127)
@@ -28,7 +37,8 @@ def _out_hw(h, k, s, p0, p1, d=1):
 
 
 @st.composite
-def conv_case(draw, depthwise=False):
+def conv_case(draw, depthwise=False, grouped=False):
+    """conv2d_s8 (grouped: 1 < groups < C, RegNet-style, odd group sizes included) or dwconv2d_s8."""
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     kh = draw(st.sampled_from([1, 3, 5, 2]))
@@ -36,9 +46,11 @@ def conv_case(draw, depthwise=False):
     sh, sw = draw(st.sampled_from([(1, 1), (2, 2), (1, 2), (2, 1)]))
     dil = draw(st.sampled_from([(1, 1), (1, 1), (1, 1), (2, 1)]))
     pads = tuple(draw(st.integers(0, max(0, k - 1))) for k in (kh, kw, kh, kw))
-    c = draw(st.sampled_from([1, 2, 3, 5, 7, 8, 13, 16]))
+    groups = draw(st.sampled_from([2, 3, 4])) if grouped else 1
+    c = groups * draw(st.sampled_from([1, 2, 3, 5])) if grouped else draw(st.sampled_from([1, 2, 3, 5, 7, 8, 13, 16]))
     dm = draw(st.sampled_from([1, 1, 2])) if depthwise else 1
-    o = c * dm if depthwise else draw(st.sampled_from([1, 3, 4, 6, 9, 16]))
+    o = c * dm if depthwise else (groups * draw(st.sampled_from([1, 2, 3])) if grouped
+                                  else draw(st.sampled_from([1, 3, 4, 6, 9, 16])))
     h = draw(st.integers(max(kh * dil[0] - pads[0] - pads[2], 1), 12))
     w = draw(st.integers(max(kw * dil[1] - pads[1] - pads[3], 1), 12))
     oh, ow = _out_hw(h, kh, sh, pads[0], pads[2], dil[0]), _out_hw(w, kw, sw, pads[1], pads[3], dil[1])
@@ -46,17 +58,14 @@ def conv_case(draw, depthwise=False):
     iq, oq = _q(rng), _q(rng)
     g.add_tensor("x", (1, h, w, c), "int8", quant=iq)
     g.add_tensor("y", (1, oh, ow, o), "int8", quant=oq)
-    wshape = (kh, kw, o) if depthwise else (o, kh, kw, c)
-    g.add_const("w", rng.integers(-127, 128, wshape).astype(np.int8))
-    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
-    m, s = _mults(rng, o)
-    g.add_const("mult", m)
-    g.add_const("shift", s)
+    _layer_consts(g, rng, (kh, kw, o) if depthwise else (o, kh, kw, c // groups), o)
     amin, amax = _act_range(rng)
     attrs = dict(strides=(sh, sw), pads=pads, dilations=dil, in_zp=iq.zero_point, out_zp=oq.zero_point,
                  act_min=amin, act_max=amax)
     if depthwise:
         attrs["depth_multiplier"] = dm
+    if grouped:
+        attrs["groups"] = groups
     g.add_node("dwconv2d_s8" if depthwise else "conv2d_s8", "layer", ["x", "w", "bias", "mult", "shift"], ["y"],
                **attrs)
     g.inputs, g.outputs = ["x"], ["y"]
@@ -73,11 +82,7 @@ def dense_case(draw):
     iq, oq = _q(rng), _q(rng)
     g.add_tensor("x", (1, f), "int8", quant=iq)
     g.add_tensor("y", (1, o), "int8", quant=oq)
-    g.add_const("w", rng.integers(-127, 128, (o, f)).astype(np.int8))
-    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
-    m, s = _mults(rng, o)
-    g.add_const("mult", m)
-    g.add_const("shift", s)
+    _layer_consts(g, rng, (o, f), o)
     amin, amax = _act_range(rng)
     g.add_node("dense_s8", "layer", ["x", "w", "bias", "mult", "shift"], ["y"], in_zp=iq.zero_point,
                out_zp=oq.zero_point, act_min=amin, act_max=amax)
@@ -86,24 +91,28 @@ def dense_case(draw):
 
 
 @st.composite
-def pool_case(draw, op):
+def pool_case(draw, op, dilated=False):
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     kh = draw(st.sampled_from([1, 2, 3, 5]))
     kw = draw(st.sampled_from([kh, kh, 2, 3]))
     sh, sw = draw(st.sampled_from([(1, 1), (2, 2), (kh, kw), (1, 2)]))
-    pads = tuple(draw(st.integers(0, k // 2)) for k in (kh, kw, kh, kw))
+    dil = draw(st.sampled_from([(2, 2), (3, 2), (2, 1), (1, 3)])) if dilated else (1, 1)
+    pads = tuple(draw(st.integers(0, (k - 1) * d // 2 + (k > 1))) if dilated else draw(st.integers(0, k // 2))
+                 for k, d in ((kh, dil[0]), (kw, dil[1]), (kh, dil[0]), (kw, dil[1])))
     c = draw(st.sampled_from([1, 3, 8, 13]))
-    h = draw(st.integers(max(kh - pads[0] - pads[2], 1), 11))
-    w = draw(st.integers(max(kw - pads[1] - pads[3], 1), 11))
+    h = draw(st.integers(max(dil[0] * (kh - 1) + 1 - pads[0] - pads[2], 1), 11))
+    w = draw(st.integers(max(dil[1] * (kw - 1) + 1 - pads[1] - pads[3], 1), 11))
     if draw(st.booleans()) and op == "avgpool_s8":  # global average pool
         kh, kw, sh, sw, pads = h, w, h, w, (0, 0, 0, 0)
-    oh, ow = _out_hw(h, kh, sh, pads[0], pads[2]), _out_hw(w, kw, sw, pads[1], pads[3])
+    oh, ow = _out_hw(h, kh, sh, pads[0], pads[2], dil[0]), _out_hw(w, kw, sw, pads[1], pads[3], dil[1])
     g = Graph()
     q = _q(rng)
     g.add_tensor("x", (1, h, w, c), "int8", quant=q)
     g.add_tensor("y", (1, oh, ow, c), "int8", quant=q)
     attrs = dict(kernel=(kh, kw), strides=(sh, sw), pads=pads)
+    if dilated:
+        attrs["dilations"] = dil
     if op == "avgpool_s8":
         attrs.update(count_include_pad=draw(st.booleans()), zp=q.zero_point)
     g.add_node(op, "layer", ["x"], ["y"], **attrs)
@@ -249,4 +258,118 @@ def sparse_case(draw, op="conv2d_s8_csr"):
     n.op = op
     n.inputs = ["x", "values", "second", "rowptr", "bias", "mult", "shift"]
     n.attrs["wshape"] = tuple(int(v) for v in w.shape)
+    return g, seed
+
+
+# ---- issue 14 part B: layout, resize, transposed convolution ----------------------------------------------
+@st.composite
+def transpose_case(draw):
+    """transpose_s8 of a random 2- to 6-D int8 tensor (batch first), any permutation of the other axes."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    rank = draw(st.integers(2, 6))
+    dims = [int(v) for v in draw(st.lists(st.sampled_from([1, 2, 3, 4, 5, 7]), min_size=rank - 1,
+                                          max_size=rank - 1))]
+    rest = list(draw(st.permutations(range(1, rank))))
+    shape, perm = (1, *dims), (0, *rest)
+    g = Graph()
+    q = _q(rng)
+    g.add_tensor("x", shape, "int8", quant=q)
+    g.add_tensor("y", tuple(shape[p] for p in perm), "int8", quant=q)
+    g.add_node("transpose_s8", "layer", ["x"], ["y"], shape=shape, perm=perm)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g, seed
+
+
+@st.composite
+def resize_case(draw, mode):
+    """resize_nearest_s8 / resize_bilinear_s8: integer scales, arbitrary output sizes (down-sampling too), the
+    align_corners and half_pixel_centers variants."""
+    from edgepack.reference.ops_spatial import nearest_table
+
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    if draw(st.booleans()):
+        f = draw(st.sampled_from([1, 2, 3, 4]))
+        oh, ow = h * f, w * draw(st.sampled_from([f, 1, 2]))
+    else:
+        oh, ow = draw(st.integers(1, 17)), draw(st.integers(1, 17))
+    ac, hp = draw(st.sampled_from([(False, False), (True, False), (False, True)]))
+    c = draw(st.sampled_from([1, 3, 8, 13]))
+    g = Graph()
+    q = _q(rng)
+    g.add_tensor("x", (1, h, w, c), "int8", quant=q)
+    g.add_tensor("y", (1, oh, ow, c), "int8", quant=q)
+    if mode == "nearest":
+        g.add_const("iy", nearest_table(oh, h, ac, hp))
+        g.add_const("ix", nearest_table(ow, w, ac, hp))
+        g.add_node("resize_nearest_s8", "layer", ["x", "iy", "ix"], ["y"], align_corners=ac, half_pixel_centers=hp)
+    else:
+        g.add_node("resize_bilinear_s8", "layer", ["x"], ["y"], size=(oh, ow), align_corners=ac,
+                   half_pixel_centers=hp)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g, seed
+
+
+@st.composite
+def conv_transpose_case(draw):
+    """conv_transpose2d_s8: stride 1-3, dilation, asymmetric pads (cropping the full output), output_padding."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    kh = draw(st.sampled_from([1, 2, 3, 4]))
+    kw = draw(st.sampled_from([kh, kh, 1, 3]))
+    sh, sw = draw(st.sampled_from([(1, 1), (2, 2), (2, 2), (3, 2), (1, 2)]))
+    dh, dw = draw(st.sampled_from([(1, 1), (1, 1), (2, 1)]))
+    h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    fh, fw = (h - 1) * sh + dh * (kh - 1) + 1, (w - 1) * sw + dw * (kw - 1) + 1
+    oph, opw = draw(st.integers(0, max(sh, dh) - 1)), draw(st.integers(0, max(sw, dw) - 1))
+    pt, pb = draw(st.integers(0, (fh - 1) // 2)), draw(st.integers(0, (fh - 1) // 2))
+    pl, pr = draw(st.integers(0, (fw - 1) // 2)), draw(st.integers(0, (fw - 1) // 2))
+    c = draw(st.sampled_from([1, 2, 3, 5, 8, 13]))
+    o = draw(st.sampled_from([1, 3, 4, 7, 16]))
+    oh, ow = fh - pt - pb + oph, fw - pl - pr + opw
+    g = Graph()
+    iq, oq = _q(rng), _q(rng)
+    g.add_tensor("x", (1, h, w, c), "int8", quant=iq)
+    g.add_tensor("y", (1, oh, ow, o), "int8", quant=oq)
+    _layer_consts(g, rng, (o, kh, kw, c), o)
+    amin, amax = _act_range(rng)
+    g.add_node("conv_transpose2d_s8", "layer", ["x", "w", "bias", "mult", "shift"], ["y"], strides=(sh, sw),
+               pads=(pt, pl, pb, pr), output_padding=(oph, opw), dilations=(dh, dw), in_zp=iq.zero_point,
+               out_zp=oq.zero_point, act_min=amin, act_max=amax)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g, seed
+
+
+@st.composite
+def rnn_case(draw, cell):
+    """lstm_s8 / gru_s8: random sizes and sequence lengths, random gate scales, both the sequence and the
+    last-step output, both cell-state formats (Q3.12, Q4.11)."""
+    from edgepack.reference.ops_rnn import SIGMOID_TABLE
+
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    gates = 4 if cell == "lstm" else 3
+    steps, f, h = draw(st.integers(1, 6)), draw(st.sampled_from([1, 3, 8, 13])), draw(st.sampled_from([1, 2, 5, 8, 16]))
+    last = draw(st.booleans())
+    iq, hq = _q(rng), _q(rng)
+    g = Graph()
+    g.add_tensor("x", (1, 1, f, steps), "int8", quant=iq)
+    g.add_tensor("y", (1, h) if last else (1, 1, h, steps), "int8", quant=hq)
+    g.add_const("wx", rng.integers(-127, 128, (gates, h, f)).astype(np.int8))
+    g.add_const("wh", rng.integers(-127, 128, (gates, h, h)).astype(np.int8))
+    g.add_const("bx", rng.integers(-2**14, 2**14, (gates, h)).astype(np.int32))
+    g.add_const("bh", rng.integers(-2**14, 2**14, (gates, h)).astype(np.int32))
+    for side, n_in in (("x", f), ("h", h)):  # gate scale s_in s_w / 2^-12 such that the sums span int16
+        m, s = _mults(rng, gates, 0.3 / (128 * n_in), 30.0 / (128 * n_in))
+        g.add_const("m" + side, m)
+        g.add_const("s" + side, s)
+    g.add_const("table", SIGMOID_TABLE)
+    hm, hs = quantize_multiplier(float(2.0**-30 / hq.scale))
+    attrs = dict(steps=steps, hidden=h, h_zp=hq.zero_point, h_mult=hm, h_shift=hs, last=last)
+    if cell == "lstm":
+        attrs["cell_frac"] = draw(st.sampled_from([11, 12]))
+    g.add_node(f"{cell}_s8", "layer", ["x", "wx", "wh", "bx", "bh", "mx", "sx", "mh", "sh", "table"], ["y"], **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
     return g, seed

@@ -90,3 +90,55 @@ def test_bconv2d_b1(tmp_path_factory, case):
 @given(opgen.binary_case(out_bits=False))
 def test_bconv2d_b1_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
+
+
+# ---- issue 14 part B: grouped convolution, dilated max pooling, transpose, resize, transposed convolution ---
+SETTINGS_B = settings(SETTINGS, max_examples=12)
+
+
+@SETTINGS_B
+@given(opgen.conv_case(grouped=True))
+def test_conv2d_s8_grouped(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@SETTINGS_B
+@given(opgen.pool_case("maxpool_s8", dilated=True))
+def test_maxpool_s8_dilated(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@SETTINGS_B
+@given(opgen.transpose_case())
+def test_transpose_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@SETTINGS_B
+@given(opgen.resize_case("nearest"))
+def test_resize_nearest_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@SETTINGS_B
+@given(opgen.resize_case("bilinear"))
+def test_resize_bilinear_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@SETTINGS_B
+@given(opgen.conv_transpose_case())
+def test_conv_transpose2d_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@settings(SETTINGS, max_examples=6)  # each example is an unrolled sequence: fewer, larger cases
+@given(opgen.rnn_case("lstm"))
+def test_lstm_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@settings(SETTINGS, max_examples=6)
+@given(opgen.rnn_case("gru"))
+def test_gru_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)

@@ -5,11 +5,11 @@
 
 #include <stdint.h>
 
-#define EP_MAX_DIMS 4
+#define EP_MAX_DIMS 6
 
 typedef struct ep_tensor_info {
     uint32_t ndim;
-    int32_t shape[EP_MAX_DIMS]; /* NHWC for images, (N, F) for vectors; N is 1 */
+    int32_t shape[EP_MAX_DIMS]; /* NHWC for images, (N, F) for vectors, up to 6-D for layouts; N is 1 */
     uint32_t bytes;
     float scale;                /* real = scale * (q - zero_point); data only, never used in arithmetic */
     int32_t zero_point;

@@ -31,28 +31,31 @@ def log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def load_calibration(path, input_shape, n_default: int = 32, x=None):
-    """A float batch in the model's input layout; without a file, a standard-normal batch and a warning.
-    ``x``: the file's array if it was read already (to take a TorchScript model's input shape from it)."""
+def load_calibration(path, input_shape, n_default: int = 32, x=None, batch_axis: int = 0):
+    """A float batch in the model's input layout (batch at ``batch_axis``: 1 for a (T, N, F) sequence model);
+    without a file, a standard-normal batch and a warning. ``x``: the file's array if it was read already (to
+    take a TorchScript model's input shape from it)."""
+    rest = tuple(d for i, d in enumerate(input_shape) if i != batch_axis)
     if path is None:
         log(f"warning: no --calib data; calibrating activations on {n_default} standard-normal inputs "
             "(accuracy will suffer: pass --calib DATA.npy with real inputs)")
         rng = np.random.default_rng(0)
-        return rng.standard_normal((n_default,) + tuple(input_shape[1:])).astype(np.float32), "standard-normal"
+        shape = rest[:batch_axis] + (n_default,) + rest[batch_axis:]
+        return rng.standard_normal(shape).astype(np.float32), "standard-normal"
     path = Path(path)
-    x = read_calibration(path) if x is None else x
-    if x.shape[1:] != tuple(input_shape[1:]):
-        if x.shape == tuple(input_shape[1:]):
-            x = x[None]
+    x = read_calibration(path, batch_axis) if x is None else x
+    if x.shape[:batch_axis] + x.shape[batch_axis + 1:] != rest:
+        if x.shape == rest:
+            x = np.expand_dims(x, batch_axis)
         else:
-            raise EdgepackError(f"{path}: calibration batch has shape {x.shape}, the model input is "
-                                f"(N, {', '.join(map(str, input_shape[1:]))})")
+            shown = ", ".join("N" if i == batch_axis else str(d) for i, d in enumerate(input_shape))
+            raise EdgepackError(f"{path}: calibration batch has shape {x.shape}, the model input is ({shown})")
     return x, str(path)
 
 
-def read_calibration(path):
+def read_calibration(path, batch_axis: int = 0):
     """The --calib file as a checked float32 batch (numbers, at least one sample, all finite)."""
-    return check_batch(load_npy(path, "--calib"), path, "--calib")
+    return check_batch(load_npy(path, "--calib"), path, "--calib", batch_axis=batch_axis)
 
 
 def layer_formats(g, weights: str, overrides: dict) -> dict:
@@ -114,6 +117,7 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     from .compress.quantize import quantize
     from .frontend import load_model
     from . import card, plots, provenance, report as reports
+    from .graph import model_batch_axis, model_input_shape
 
     t_start = time.time()
     model_path = Path(model_path)
@@ -153,7 +157,8 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     t = time.time()
     g = load_model(model_path, input_shape=input_shape, trust_pickle=trust_pickle)
     timings["import"] = time.time() - t
-    in_shape = g.tensors[g.inputs[0]].shape
+    in_shape = model_input_shape(g)  # the model's own layout (calibration and evaluation data use it)
+    batch_axis = model_batch_axis(g.meta, "input", g.tensors[g.inputs[0]].shape)
     if evaluation is not None and tuple(evaluation[0].shape[1:]) != tuple(in_shape[1:]):
         raise EdgepackError(f"{eval_data}: inputs of shape {tuple(evaluation[0].shape[1:])} do not match the model "
                             f"input (N, {', '.join(map(str, in_shape[1:]))})")
@@ -164,7 +169,7 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
         from .compress.binarize_ptq import binarize_graph
         binarized = binarize_graph(g)
     g.meta.setdefault("name", model_path.stem)
-    x_cal, cal_source = load_calibration(calib, in_shape, x=x_file)
+    x_cal, cal_source = load_calibration(calib, in_shape, x=x_file, batch_axis=batch_axis)
 
     weight_formats = layer_formats(g, weights, layer_weights or {})
     t = time.time()
@@ -260,8 +265,8 @@ EMULATOR_CHECK_INPUTS = 16
 
 
 def extreme_picks(x: np.ndarray, k: int = EMULATOR_CHECK_INPUTS) -> np.ndarray:
-    """Indices of up to ``k`` samples of ``x``: those holding the batch's extremes (smallest and largest value,
-    mean and norm), then the first ones."""
+    """Indices of up to ``k`` samples of ``x`` (batch first): those holding the batch's extremes (smallest and
+    largest value, mean and norm), then the first ones."""
     flat = x.reshape(len(x), -1).astype(np.float64)
     first = [int(f(v)) for v in (flat.min(1), flat.max(1), flat.mean(1), np.linalg.norm(flat, axis=1))
              for f in (np.argmin, np.argmax)]
@@ -274,31 +279,38 @@ def measure(folder: Path, g, board: dict, elf, x_cal, evaluation, report) -> dic
     up to 16 of its inputs (its extremes included) on the emulator, and with ``evaluation`` = (x, y, source)
     all of it on every target. Measures accuracy (float graph and built model: emulator outputs where the
     board has an emulator and its firmware was built, else host), and on Cortex-M the instructions per
-    inference (QEMU icount), also per layer (into ``report["layers"]``)."""
+    inference (QEMU icount), also per layer (into ``report["layers"]``). Batches are in the model's own layout
+    (batch axis 1 for a (T, N, F) sequence model)."""
+    from .graph import model_batch_axis
     from .reference.float_exec import run_float_output
     from .runners import run
 
+    ax_in = model_batch_axis(g.meta, "input", g.tensors[g.inputs[0]].shape)
+    ax_out = model_batch_axis(g.meta, "output", g.tensors[g.outputs[0]].shape)
     out = {}
     emulated = bool(board.get("emulator") and elf)
     if board.get("emulator") and not elf:
         out["emulator"] = "not run: the firmware was not built (cross toolchain missing)"
-    picks = extreme_picks(x_cal)
-    sets = [("calibration", x_cal, picks)]
+    n_cal = x_cal.shape[ax_in]
+    sets = [("calibration", x_cal, extreme_picks(np.moveaxis(x_cal, ax_in, 0)))]
     if evaluation:
-        sets.insert(0, ("evaluation", evaluation[0], np.arange(len(evaluation[0]))))
+        n_eval = evaluation[0].shape[ax_in]
+        sets.insert(0, ("evaluation", evaluation[0], np.arange(n_eval)))
     checks, results, emulator = [], {}, None
     for what, x, emu_idx in sets:
         raws, ys = {}, {}
         for on in ("reference", "host"):
             ys[on], raws[on] = run(folder, x, on=on, check=False)
         same = bool(np.array_equal(raws["host"], raws["reference"]))
-        checks.append({"inputs": what, "count": int(len(x)), "targets": ["reference", "host"], "equal": same})
+        n = x.shape[ax_in]
+        checks.append({"inputs": what, "count": int(n), "targets": ["reference", "host"], "equal": same})
         if emulated and "emulator" not in out:
             stats = {}
             try:
-                ys["emulator"], raw_e = run(folder, x[emu_idx], on="emulator", stats=stats, check=False)
-                eq = bool(np.array_equal(raw_e, raws["reference"][emu_idx]))
-                checks.append({"inputs": what + (" (extremes and first)" if len(emu_idx) < len(x) else ""),
+                ys["emulator"], raw_e = run(folder, np.take(x, emu_idx, axis=ax_in), on="emulator", stats=stats,
+                                            check=False)
+                eq = bool(np.array_equal(raw_e, np.take(raws["reference"], emu_idx, axis=ax_out)))
+                checks.append({"inputs": what + (" (extremes and first)" if len(emu_idx) < n else ""),
                                "count": int(len(emu_idx)), "targets": ["reference", "emulator"], "equal": eq})
                 if emulator is None or what == "evaluation":
                     emulator = stats

@@ -44,6 +44,8 @@ def _scale_type(n) -> str:
 def _granularity(n, meta) -> str:
     if n.attrs.get("weight_format") == "binary":
         return "per-channel (alpha)"
+    if n.op in ("lstm_s8", "gru_s8"):
+        return "per-tensor, one scale per gate matrix (TFLite LSTM)"
     return "per-tensor" if meta.get("weight_scale") == "per-layer" else "per-channel"
 
 
@@ -80,6 +82,28 @@ def layer_rows(q, report) -> list:
 
 def _used(q, *ops):
     return any(n.op in ops for n in q.nodes)
+
+
+def _spatial_fields(q) -> dict:
+    """Resize, layout (transposes) and transposed / grouped convolution: what the build did for each."""
+    resizes = [f"{n.name}: {n.op[7:-3]}, {n.attrs.get('index_rule')}" for n in q.nodes if n.op.startswith("resize_")]
+    moves = [n.name for n in q.nodes if n.op == "transpose_s8"]
+    grouped = [f"{n.name} ({n.attrs['groups']} groups)" for n in q.nodes if n.attrs.get("groups", 1) != 1]
+    return {
+        "resize": resizes or "none in the model",
+        "resize_quantization": "output keeps the input's scale and zero point (TFLite int8 resizes)"
+        if resizes else "none",
+        "transposes": ("copies on the device (transpose_s8): " + ", ".join(moves)) if moves else
+        "none on the device (folded into the boundary, the dense weights or the NHWC memory order)",
+        "transposed_convolution": "TFLite TRANSPOSE_CONV: per-channel int8 weights (O, KH, KW, I), int32 bias, "
+        "Q31 requantization" if _used(q, "conv_transpose2d_s8") else "none",
+        "grouped_convolution": grouped or "none",
+        "recurrent": [f"{n.name}: {n.op[:-3].upper()}, {n.attrs['steps']} steps, hidden {n.attrs['hidden']}, int8 "
+                      f"hidden state, {n.attrs['gates']}"
+                      + (f", int16 cell state Q{15 - n.attrs['cell_frac']}.{n.attrs['cell_frac']}"
+                         if n.op == "lstm_s8" else "") for n in q.nodes if n.op in ("lstm_s8", "gru_s8")]
+        or "none in the model",
+    }
 
 
 def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict) -> dict:
@@ -131,6 +155,7 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
                     "scale and zero point" if _used(q, "avgpool_s8") else "none"},
         "softmax": "int8 in, exp by a 256-entry 16-bit lookup table, output scale 1/256, zero point -128"
         if _used(q, "softmax_s8") else "none",
+        **_spatial_fields(q),
         "pruning": [s for s in provenance if "prun" in str(s.get("method", "")).lower()] or "none recorded",
         "training_methods": methods or "none recorded",
         "provenance": provenance,
@@ -186,6 +211,9 @@ def card_md(c: dict) -> str:
         ("calibration", _v(c["calibration"])),
         ("rounding", c["rounding"]), ("requantization", c["requantization"]), ("bias", c["bias"]),
         ("residual add", c["residual_add"]), ("pooling", _v(c["pooling"])), ("softmax", c["softmax"]),
+        *((k.replace("_", " "), _v(c[k])) for k in ("resize", "resize_quantization", "transposes",
+                                                      "transposed_convolution", "grouped_convolution", "recurrent")
+          if k in c),
         ("pruning", _v(c["pruning"]) if isinstance(c["pruning"], str) else
          "; ".join(_v({k: s.get(k) for k in ("method", "criterion", "macs_before", "macs_after", "params_before",
                                              "params_after")}) for s in c["pruning"])),

@@ -50,9 +50,9 @@ def _np_load(path, what: str, **kw):
         raise EdgepackError(f"{path}: not a readable file for {what} ({str(e).splitlines()[0][:120]})") from None
 
 
-def check_batch(x, path, option: str, *, labels: bool = False):
-    """A float batch from a user's file: real numbers (float, int or bool), at least one sample, all finite.
-    Returns it as float32 (integers and bools convert exactly up to 2^24)."""
+def check_batch(x, path, option: str, *, batch_axis: int = 0):
+    """A float batch from a user's file: real numbers (float, int or bool), at least one sample (along
+    ``batch_axis``), all finite. Returns it as float32 (integers and bools convert exactly up to 2^24)."""
     import numpy as np
 
     kind = x.dtype.kind
@@ -62,7 +62,7 @@ def check_batch(x, path, option: str, *, labels: bool = False):
     if kind not in "fiub":
         raise EdgepackError(f"{path}: {option} holds {x.dtype} values, not numbers; save a float32 array "
                             "with np.save")
-    if x.ndim == 0 or x.shape[0] == 0:
+    if x.ndim <= batch_axis or x.shape[batch_axis] == 0:
         raise EdgepackError(f"{path}: {option} holds no samples (shape {x.shape}); save a batch (N, ...) with "
                             "N >= 1")
     x = x.astype(np.float32)  # float64 beyond float32's range becomes Inf: refused below
@@ -71,8 +71,7 @@ def check_batch(x, path, option: str, *, labels: bool = False):
         first = np.argwhere(bad)[0]
         what = "NaN" if np.isnan(x[tuple(first)]) else "Inf"
         raise EdgepackError(f"{path}: {option} holds {int(bad.sum())} non-finite value(s) ({what} first at "
-                            f"sample {first[0]}, index {tuple(int(i) for i in first[1:])}); remove or replace "
-                            "them")
+                            f"index {tuple(int(i) for i in first)}); remove or replace them")
     return x
 
 

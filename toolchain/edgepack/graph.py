@@ -6,14 +6,20 @@ Constants (weights, biases, multipliers) are tensors with ``data``; activations 
 Two dialects live in the same IR, one after the other in the pipeline:
 
 * the *float* dialect, written by the frontends, in the framework's own NCHW layout and semantics
-  (ops ``conv2d, batchnorm, relu, sign, clip, maxpool, avgpool, global_avgpool, add, flatten, reshape, dense,
-  softmax``; see :data:`FLOAT_OPS` for inputs and attributes);
+  (ops ``conv2d, conv_transpose2d, batchnorm, relu, sign, clip, maxpool, avgpool, global_avgpool, add, flatten,
+  reshape, transpose, channel_shuffle, resize, dense, softmax``; see :data:`FLOAT_OPS` for inputs and attributes);
 * the *integer* dialect, written by :mod:`edgepack.compress.quantize`, in NHWC layout, int8 activations with
   ``quant`` parameters (ops ``conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, clamp_s8,
   softmax_s8, reshape``; see :mod:`edgepack.reference.ops` for their arithmetic).
 
 Batch convention: dimension 0 of every activation is the batch; graphs carry the nominal batch 1 and the
 executors run any batch N (reshape targets keep dimension 0 as the batch).
+
+Rank-3 tensors (N, C, L) of the framework (Conv1d, MaxPool1d, AvgPool1d, BatchNorm1d) are carried as 4-D
+(N, C, 1, L): one IR, the 1-D ops are the 2-D ones with H = 1 (the element order is the same, so a rank-3
+tensor and its 4-D form are one reshape apart). The model's own input and output layouts are remembered at
+the boundary, in ``meta["io"]`` (see :func:`model_to_graph`): the rank, and a permutation folded out of the
+graph (a model that takes NHWC and permutes it to NCHW first; a sequence model whose batch is not axis 0).
 
 Shapes are inferred here, once, for the float dialect (:func:`infer_shapes`), so both frontends share it.
 """
@@ -210,16 +216,35 @@ FLOAT_OPS = {
     "relu": (["x"], {}),
     "sign": (["x"], {}),  # binary activation: +1 where x >= 0, else -1 (sign(0) is +1, unlike torch.sign)
     "clip": (["x"], {"min": None, "max": None}),
-    "maxpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0)}),
+    "conv_transpose2d": (["x", "w (I, O/group, KH, KW)", "[b (O)]"],
+                         {"strides": (1, 1), "pads": (0, 0, 0, 0), "output_padding": (0, 0), "dilations": (1, 1),
+                          "group": 1}),  # pads crop the full output: (top, left, bottom, right), as ONNX
+    "maxpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0), "dilations": (1, 1)}),
     "avgpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0), "count_include_pad": True}),
     "global_avgpool": (["x"], {}),
     "add": (["a", "b"], {}),
     "flatten": (["x"], {"axis": 1}),
     "reshape": (["x"], {"shape": None}),
+    "transpose": (["x"], {"perm": None}),  # y = x.transpose(perm); perm[0] == 0 (the batch stays first)
+    "channel_shuffle": (["x"], {"groups": None}),  # y[:, j*g + i] = x[:, i*(C/g) + j] (ShuffleNet)
+    # y = x sampled at (OH, OW) = size; mode nearest | bilinear; coord: how an output index maps to the input,
+    # asymmetric (o / scale), half_pixel ((o + 0.5) / scale - 0.5), pytorch_half_pixel (half_pixel, 0 when
+    # the output has size 1), align_corners (o * (in - 1) / (out - 1)); nearest: how nearest rounds
+    # (floor, ceil, round_prefer_floor, round_prefer_ceil); scale = out / in unless ``scales`` says otherwise
+    "resize": (["x"], {"mode": "nearest", "size": None, "coord": "asymmetric", "nearest": "floor",
+                       "scales": None}),
     "dense": (["x", "w (O, I)", "[b (O)]"], {}),
+    # single-layer unidirectional RNNs over a (N, T, F) sequence carried as (N, T, 1, F), zero initial state,
+    # PyTorch's gate order (LSTM i, f, g, o; GRU r, z, n, linear_before_reset); output the hidden state of every
+    # step (N, T, 1, H) or, with last, of the last step (N, H)
+    "lstm": (["x", "w_ih (4H, F)", "w_hh (4H, H)", "b_ih (4H)", "b_hh (4H)"], {"hidden": None, "last": False}),
+    "gru": (["x", "w_ih (3H, F)", "w_hh (3H, H)", "b_ih (3H)", "b_hh (3H)"], {"hidden": None, "last": False}),
     "softmax": (["x"], {"axis": -1}),
 }
 # pads are (top, left, bottom, right) everywhere.
+
+
+RESIZE_COORDS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")
 
 
 def _conv_out(size, k, s, p0, p1, d=1):
@@ -254,13 +279,26 @@ def infer_shapes(g: Graph, source: str = "model"):
                                     f"expects {w[1] * a['group']}")
             (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["strides"], a["pads"], a["dilations"]
             out = (x[0], w[0], _conv_out(x[2], w[2], sh, pt, pb, dh), _conv_out(x[3], w[3], sw, pl, pr, dw))
+        elif n.op == "conv_transpose2d":
+            need4()
+            w = shp[1]
+            if len(w) != 4 or x[1] != w[0]:
+                raise EdgepackError(f"{source}: node '{n.name}' (conv_transpose2d): input has {x[1]} channels, "
+                                    f"weight {w} expects {w[0] if len(w) == 4 else '?'}")
+            (sh, sw), (pt, pl, pb, pr), (oph, opw), (dh, dw) = (a["strides"], a["pads"], a["output_padding"],
+                                                                a["dilations"])
+            out = (x[0], w[1] * a["group"], (x[2] - 1) * sh - pt - pb + dh * (w[2] - 1) + 1 + oph,
+                   (x[3] - 1) * sw - pl - pr + dw * (w[3] - 1) + 1 + opw)
+            if min(out[2:]) < 1:
+                raise EdgepackError(f"{source}: node '{n.name}' (conv_transpose2d): output size {out} is empty")
         elif n.op in ("maxpool", "avgpool"):
             need4()
             kh, kw = a["kernel"]
             sh, sw = a["strides"] or a["kernel"]
             a["strides"] = (sh, sw)
             pt, pl, pb, pr = a["pads"]
-            out = (x[0], x[1], _conv_out(x[2], kh, sh, pt, pb), _conv_out(x[3], kw, sw, pl, pr))
+            dh, dw = a.get("dilations", (1, 1))
+            out = (x[0], x[1], _conv_out(x[2], kh, sh, pt, pb, dh), _conv_out(x[3], kw, sw, pl, pr, dw))
         elif n.op == "global_avgpool":
             need4()
             out = (x[0], x[1], 1, 1)
@@ -286,6 +324,32 @@ def infer_shapes(g: Graph, source: str = "model"):
                 raise EdgepackError(f"{source}: node '{n.name}' (reshape): cannot reshape {x} to {a['shape']}")
             a["shape"] = tuple(int(v) for v in tgt)
             out = a["shape"]
+        elif n.op == "transpose":
+            perm = tuple(int(v) for v in a["perm"])
+            if sorted(perm) != list(range(len(x))) or perm[0] != 0:
+                raise EdgepackError(f"{source}: node '{n.name}' (transpose): permutation {perm} of a {len(x)}-D "
+                                    "tensor must keep the batch (dimension 0) first")
+            a["perm"] = perm
+            out = tuple(x[p] for p in perm)
+        elif n.op == "channel_shuffle":
+            need4()
+            if not a["groups"] or x[1] % a["groups"]:
+                raise EdgepackError(f"{source}: node '{n.name}' (channel_shuffle): {x[1]} channels do not split "
+                                    f"into {a['groups']} groups")
+            out = x
+        elif n.op == "resize":
+            need4()
+            if a["mode"] not in ("nearest", "bilinear") or a["coord"] not in RESIZE_COORDS:
+                raise EdgepackError(f"{source}: node '{n.name}' (resize): mode {a['mode']!r} with coordinate "
+                                    f"transform {a['coord']!r} is not supported")
+            a["size"] = tuple(int(v) for v in a["size"])
+            out = (x[0], x[1]) + a["size"]
+        elif n.op in ("lstm", "gru"):
+            w = shp[1]
+            if len(x) != 4 or x[2] != 1 or w[1] != x[3]:
+                raise EdgepackError(f"{source}: node '{n.name}' ({n.op}): expects an (N, T, F) sequence with F = "
+                                    f"{w[1]}, got {x}")
+            out = (x[0], a["hidden"]) if a["last"] else (x[0], x[1], 1, a["hidden"])
         elif n.op == "dense":
             w = shp[1]
             if x[-1] != w[1]:
@@ -299,19 +363,76 @@ def infer_shapes(g: Graph, source: str = "model"):
     return g
 
 
+# ---- the model's own layout at the boundary --------------------------------------------------------------
+def io_spec(meta: dict, which: str, graph_shape) -> tuple:
+    """(model shape with batch 1, view, perm) of the graph's ``which`` ("input" / "output") tensor.
+
+    The graph tensor is ``model_tensor.reshape(view).transpose(perm).reshape(graph_shape)`` (batch N at
+    dimension 0 of the graph; ``perm[0]`` is the batch axis of the view, which is the model's own shape unless
+    a flatten was folded too). Without an entry in ``meta["io"]`` the model's layout is the graph's own."""
+    d = (meta.get("io") or {}).get(which)
+    if not d:
+        return tuple(graph_shape), tuple(graph_shape), tuple(range(len(graph_shape)))
+    return tuple(d["shape"]), tuple(d.get("view") or d["shape"]), tuple(d["perm"])
+
+
+def model_batch_axis(meta: dict, which: str, graph_shape) -> int:
+    """The batch axis of the model's own ``which`` tensor."""
+    shape, view, perm = io_spec(meta, which, graph_shape)
+    return perm[0] if view == shape else 0
+
+
+def _with_batch(shape, axis, n):
+    return tuple(n if i == axis else d for i, d in enumerate(shape))
+
+
+def model_to_graph(meta: dict, which: str, graph_shape, x: np.ndarray) -> np.ndarray:
+    """A batch in the model's layout (batch N at its batch axis) -> the graph's layout (batch N first)."""
+    shape, view, perm = io_spec(meta, which, graph_shape)
+    x = np.asarray(x)
+    n = x.shape[perm[0]] if view == shape else x.shape[0]
+    return x.reshape(_with_batch(view, perm[0], n)).transpose(perm).reshape((n,) + tuple(graph_shape[1:]))
+
+
+def graph_to_model(meta: dict, which: str, graph_shape, y: np.ndarray) -> np.ndarray:
+    """A batch in the graph's layout -> the model's layout (the inverse of :func:`model_to_graph`)."""
+    shape, view, perm = io_spec(meta, which, graph_shape)
+    y = np.asarray(y)
+    n = len(y)
+    permuted = (n,) + tuple(view[p] for p in perm[1:])
+    v = y.reshape(permuted).transpose(np.argsort(perm))
+    return v.reshape(_with_batch(shape, perm[0] if view == shape else 0, n))
+
+
+def model_input_shape(g: Graph) -> tuple:
+    """The model's own input shape (batch 1), e.g. (1, C, L) for a Conv1d model whose graph input is 4-D."""
+    return io_spec(g.meta, "input", g.tensors[g.inputs[0]].shape)[0]
+
+
+def model_output_shape(g: Graph) -> tuple:
+    """The model's own output shape (batch 1)."""
+    return io_spec(g.meta, "output", g.tensors[g.outputs[0]].shape)[0]
+
+
 def fold_batchnorm(g: Graph, source: str = "model"):
-    """Fold every batchnorm that directly follows a conv2d or dense (and is its only consumer) into it."""
+    """Fold every batchnorm that directly follows a conv2d, conv_transpose2d or dense (and is its only consumer)
+    into it."""
     keep = []
     for n in g.nodes:
         if n.op == "batchnorm":
             prod = g.producer(n.inputs[0])
-            if prod is not None and prod.op in ("conv2d", "dense") and len(g.consumers(n.inputs[0])) == 1 \
-                    and n.inputs[0] not in g.outputs:
+            if prod is not None and prod.op in ("conv2d", "conv_transpose2d", "dense") \
+                    and len(g.consumers(n.inputs[0])) == 1 and n.inputs[0] not in g.outputs:
                 gamma, beta, mean, var = (g.const(t).astype(np.float64) for t in n.inputs[1:5])
                 s = gamma / np.sqrt(var + n.attrs["eps"])
                 w = g.const(prod.inputs[1]).astype(np.float64)
-                w = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
-                b = g.const(prod.inputs[2]).astype(np.float64) if len(prod.inputs) > 2 else np.zeros(w.shape[0])
+                if prod.op == "conv_transpose2d":  # (I, O/g, KH, KW): output channel gi * O/g + j
+                    grp = prod.attrs.get("group", 1)
+                    ws = w.shape
+                    w = (w.reshape((grp, ws[0] // grp) + ws[1:]) * s.reshape(grp, 1, ws[1], 1, 1)).reshape(ws)
+                else:
+                    w = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
+                b = g.const(prod.inputs[2]).astype(np.float64) if len(prod.inputs) > 2 else np.zeros(len(s))
                 b = (b - mean) * s + beta
                 wn = g.add_const(g.fresh(prod.inputs[1] + "_bnfold"), w.astype(np.float32))
                 bn = g.add_const(g.fresh(prod.name + "_bias_bnfold"), b.astype(np.float32))

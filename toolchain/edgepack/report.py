@@ -11,7 +11,8 @@ from . import __version__
 from .reference.ops import SPARSE_OPS
 
 WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp",
-                "dwconv2d_exp", "dense_exp") + SPARSE_OPS
+                "dwconv2d_exp", "dense_exp", "conv_transpose2d_s8", "lstm_s8", "gru_s8") + SPARSE_OPS
+RNN_OPS = ("lstm_s8", "gru_s8")  # two weight matrices: W_x, W_h
 
 
 def layer_weight_format(n) -> str | None:
@@ -35,6 +36,11 @@ def _macs(q, n):
         return int(np.prod(y)) * kh * kw
     if n.op == "dense_s8":
         return int(np.prod(t[n.inputs[1]].shape))
+    if n.op in RNN_OPS:  # every step: the gates' W_x x and W_h h
+        return int(n.attrs["steps"]) * (int(np.prod(t[n.inputs[1]].shape)) + int(np.prod(t[n.inputs[2]].shape)))
+    if n.op == "conv_transpose2d_s8":
+        from .reference.ops_spatial import conv_transpose_taps
+        return conv_transpose_taps(t[n.inputs[0]].shape, t[n.inputs[1]].shape, y, n.attrs)
     return 0
 
 
@@ -57,7 +63,8 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
         consts = [t for t in n.inputs if q.tensors[t].data is not None]
         w = q.tensors[n.inputs[1]] if n.op in WEIGHTED_OPS else None
         # the weight arrays: one, or values + index / mask + row pointers of sparse rows
-        wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op in SPARSE_OPS else [w] if w is not None else []
+        wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op in SPARSE_OPS else \
+            [q.tensors[t] for t in n.inputs[1:3]] if n.op in RNN_OPS else [w] if w is not None else []
         wbytes = int(sum(t.data.nbytes for t in wts))
         fmt = None
         if w is not None:

@@ -137,7 +137,7 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
                        "arena_offset": st[1] if st[0] == "arena" else None})
 
     def tinfo(t):
-        shape = list(t.shape) + [0] * (4 - len(t.shape))
+        shape = list(t.shape) + [0] * (6 - len(t.shape))  # EP_MAX_DIMS (runtime/ep_runtime.h)
         return (f"{{{len(t.shape)}, {{{', '.join(map(str, shape))}}}, {t.nbytes}, "
                 f"{float(t.quant.scale) if t.quant else 0.0!r}f, {int(t.quant.zero_point) if t.quant else 0}}}")
 

@@ -2,7 +2,9 @@
 
 Every activation that is neither the model input (read from the caller's buffer) nor the model output
 (written to the caller's buffer) gets an offset in one static arena. A tensor lives from the op that writes it
-to the last op that reads it; ``reshape`` outputs share their input's storage. A kernel's inputs and output
+to the last op that reads it; ``reshape`` outputs share their input's storage (so do the transposes and
+reshapes the quantizer proved not to move NHWC memory: it emits them as ``reshape``; a ``transpose_s8`` that
+does move it is an ordinary kernel with its own output buffer). A kernel's inputs and output
 never overlap (no in-place ops), so the *liveness bound* -- the largest sum of aligned tensor sizes live at
 any one op -- is a lower bound on any arena for this op order.
 

@@ -14,18 +14,23 @@ TensorFlow Lite's integer scheme (the one CMSIS-NN and TFLM follow):
   requantized to the output (TFLite's ADD).
 
 The integer graph is NHWC; the dense layer after a flatten of a spatial tensor has its weight columns
-permuted from PyTorch's (C, H, W) order to (H, W, C), so no transpose runs on the device.
+permuted from PyTorch's (C, H, W) order to (H, W, C), so no transpose runs on the device. Grouped convolutions
+(1 < groups < C) are conv2d_s8 with a groups attribute, int8 weights only. Transposes, channel shuffles,
+other reshapes, resizes and transposed convolutions: :mod:`edgepack.compress.quantize_spatial`; LSTM and GRU
+(TFLite's integer LSTM): :mod:`edgepack.compress.quantize_rnn`.
 """
 
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 
 from ..errors import EdgepackError
 from ..graph import Graph, QParams
 from ..reference.arith import quantize_multiplier
+from . import quantize_rnn, quantize_spatial
 
 SOFTMAX_LUT_BITS = 16
 ADD_LEFT_SHIFT = 20
@@ -265,8 +270,26 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
         if add:
             add_act(final, g.tensors[final].shape, oq)
         return act, lo, hi, final, oq
+    def weights_s8(w, b, iq, oq):
+        """Symmetric int8 weights per output channel (axis 0) or per tensor, int32 bias at input scale x
+        weight scale, Q31 multipliers and shifts: (wq, bq, mult, shift, weight scales)."""
+        amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+        if not per_channel:
+            amax = np.full_like(amax, amax.max())
+        ws = np.where(amax > 0, amax / 127.0, 1.0)
+        wq = np.clip(np.round(w / ws.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)
+        bq = np.clip(np.round(b / (iq.scale * ws)), -(2**31), 2**31 - 1).astype(np.int32)
+        ms = [quantize_multiplier(float(iq.scale * s / oq.scale)) for s in ws]
+        return wq, bq, np.array([m for m, _ in ms], np.int32), np.array([s for _, s in ms], np.int32), ws
+
+    ctx = SimpleNamespace(g=g, q=q, qp=qp, name_of=name_of, add_act=add_act, fuse_output=fuse_output,
+                          weights=weights_s8, clamp_bounds=_clamp_bounds, ranges=ranges)
+    handlers = {**quantize_spatial.HANDLERS, **quantize_rnn.HANDLERS}
     for n in g.nodes:
         if n.name in skip:
+            continue
+        if n.op in handlers and name_of(n.inputs[0]) not in packed:
+            handlers[n.op](ctx, n)
             continue
         x = name_of(n.inputs[0])
         out = n.outputs[0]
@@ -296,15 +319,7 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
             if n.op == "dense" and x in flat_from:
                 c, h, wd = flat_from[x][1:]
                 w = w.reshape(w.shape[0], c, h, wd).transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-            amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-            if not per_channel:
-                amax = np.full_like(amax, amax.max())
-            ws = np.where(amax > 0, amax / 127.0, 1.0)
-            wq = np.clip(np.round(w / ws.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)
-            bq = np.clip(np.round(b / (iq.scale * ws)), -(2**31), 2**31 - 1).astype(np.int32)
-            ms = [quantize_multiplier(float(iq.scale * s / oq.scale)) for s in ws]
-            mult = np.array([m for m, _ in ms], np.int32)
-            shift = np.array([s for _, s in ms], np.int32)
+            wq, bq, mult, shift, ws = weights_s8(w, b, iq, oq)
             amin, amax_ = _clamp_bounds(oq, lo, hi)
             attrs = dict(in_zp=iq.zero_point, out_zp=oq.zero_point, act_min=amin, act_max=amax_,
                          w_scale=ws.tolist(), fused_activation=act.op if act is not None else None,
@@ -322,11 +337,14 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
                 elif grp == cin and w.shape[0] % cin == 0:
                     op, wk = "dwconv2d_s8", wq[:, 0].transpose(1, 2, 0)  # (O,1,KH,KW) -> (KH,KW,O)
                     attrs["depth_multiplier"] = w.shape[0] // cin
-                else:
-                    raise EdgepackError(f"node '{n.name}': grouped convolution with groups={grp} is not "
-                                        "supported (only groups=1 and depthwise)")
+                else:  # 1 < groups < C (RegNet): conv2d_s8 over (O, KH, KW, C/groups) weights
+                    op, wk = "conv2d_s8", wq.transpose(0, 2, 3, 1)
+                    attrs["groups"] = grp
             pre = n.name
             fmt = weight_formats.get(n.name, "int8")
+            if attrs.get("groups", 1) != 1 and fmt != "int8":
+                attrs["sparse_note"] = f"kept int8: no {fmt} kernel for grouped convolution"
+                fmt = "int8"
             if fmt.startswith("exp"):
                 bits = int(fmt[3:])
                 wf = w if op == "dense_s8" else (w.transpose(0, 2, 3, 1) if op == "conv2d_s8" else w[:, 0])
@@ -365,7 +383,8 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
                 kernel, strides, pads = tuple(n.attrs["kernel"]), tuple(n.attrs["strides"]), tuple(n.attrs["pads"])
                 cip = bool(n.attrs.get("count_include_pad", True))
             if n.op == "maxpool":
-                q.add_node("maxpool_s8", n.name, [x], [out], kernel=kernel, strides=strides, pads=pads)
+                q.add_node("maxpool_s8", n.name, [x], [out], kernel=kernel, strides=strides, pads=pads,
+                           dilations=tuple(n.attrs.get("dilations", (1, 1))))
             else:
                 q.add_node("avgpool_s8", n.name, [x], [out], kernel=kernel, strides=strides, pads=pads,
                            count_include_pad=cip, zp=iq.zero_point)
@@ -378,17 +397,12 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
         elif n.op in ("flatten", "reshape"):
             iq = qp[x]
             ishape = g.tensors[n.inputs[0]].shape
-            if len(ishape) == 4 and ishape[2] * ishape[3] > 1 and ishape[1] > 1:
-                if len(fshape) != 2 or fshape[0] != ishape[0]:
-                    raise EdgepackError(f"node '{n.name}': reshape of a {ishape} tensor to {fshape} is not "
-                                        "supported (only flattening to (N, C*H*W) before a dense layer)")
-                for c in g.consumers(out):
-                    if c.op != "dense":
-                        raise EdgepackError(f"node '{n.name}': a flattened spatial tensor must feed a dense "
-                                            f"layer, not '{c.op}' ('{c.name}')")
-                if out in g.outputs:
-                    raise EdgepackError(f"node '{n.name}': a flattened spatial tensor cannot be the output")
-                flat_from[out] = tuple(ishape)
+            users = g.consumers(out)
+            if not (len(ishape) == 4 and len(fshape) == 2 and out not in g.outputs and users
+                    and all(c.op == "dense" for c in users)):  # not a flatten before dense layers
+                quantize_spatial.lower_reshape(ctx, n)  # an alias where the memory order is unchanged
+                continue
+            flat_from[out] = tuple(ishape)  # the dense weights take the NHWC order
             add_act(out, fshape, iq)
             q.add_node("reshape", n.name, [x], [out], shape=_nhwc(fshape))
         elif n.op == "softmax":

@@ -3,7 +3,9 @@
 Each format-specific importer builds a raw graph that may still hold three pseudo ops, ``identity``,
 ``pad`` (a zero pad of H/W, attr ``pads`` (t, l, b, r)) and ``add`` of a constant. :func:`finish_graph` (shared)
 removes identities, merges zero pads into the following conv/avgpool, turns constant adds after a conv/dense into
-its bias, infers shapes, folds batchnorms, removes no-op reshapes and checks the one-input/one-output contract.
+its bias, infers shapes, folds batchnorms, removes no-op reshapes, folds the transposes that only change how
+memory is read (:mod:`.layout`) and checks the one-input/one-output contract. Rank-3 tensors arrive as 4-D
+(N, C, 1, L) (:func:`.layout.lift_shape`), their model layout in ``meta["io"]``.
 
 Batch convention: the graph's input has batch dimension 1; it is a nominal shape. Reshape targets keep the batch
 at dimension 0, so a float executor may run any batch N.
@@ -18,6 +20,7 @@ import numpy as np
 
 from ..errors import EdgepackError
 from ..graph import Graph, fold_batchnorm, infer_shapes
+from .layout import fold_transposes
 
 __all__ = ["load_model", "finish_graph"]
 
@@ -25,7 +28,7 @@ __all__ = ["load_model", "finish_graph"]
 def load_model(path, input_shape=None, fold_bn: bool = True, trust_pickle: bool = False) -> Graph:
     """Import a model file (.onnx, .pt2, .pt) into a float-dialect graph with batch 1.
 
-    ``input_shape`` (a tuple, NCHW or (N, F)) is needed only where the file carries no shapes (TorchScript,
+    ``input_shape`` (a tuple, NCHW, (N, C, L) or (N, F)) is needed only where the file carries no shapes (TorchScript,
     pickled nn.Module); where given for other formats it fills in dynamic dimensions. ``fold_bn=False`` keeps
     batchnorm nodes (for training-time tools such as pruning, which fine-tune the batchnorm parameters).
     ``trust_pickle`` allows a pickled nn.Module ``.pt`` (unpickling runs code from the file); nothing else
@@ -39,9 +42,9 @@ def load_model(path, input_shape=None, fold_bn: bool = True, trust_pickle: bool 
             input_shape = tuple(int(v) for v in input_shape)
         except (TypeError, ValueError):
             raise EdgepackError(f"{path}: input shape {input_shape!r} is not a tuple of integers") from None
-        if len(input_shape) not in (2, 4) or min(input_shape) <= 0:
-            raise EdgepackError(f"{path}: input shape {input_shape} must be 4-D NCHW or 2-D (N, F) with "
-                                "positive sizes")
+        if len(input_shape) not in (2, 3, 4) or min(input_shape) <= 0:
+            raise EdgepackError(f"{path}: input shape {input_shape} must be 4-D NCHW, 3-D (N, C, L) or 2-D (N, F) "
+                                "with positive sizes")
         input_shape = (1,) + input_shape[1:]
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -76,22 +79,24 @@ def finish_graph(g: Graph, source: str, fold_bn: bool = True) -> Graph:
         raise EdgepackError(f"{source}: the model output is its input; nothing to compile")
     _check_finite(g, source)
     _remove_identities(g)
+    _remove_dead(g)
     _merge_pads(g, source)
     _relu_from_clip(g)
     _fold_const_adds(g, source)
     for n in g.nodes:
-        if n.op == "conv2d" and n.attrs.get("group", 1) != 1:
-            cin = g.tensors[n.inputs[1]].shape[1] * n.attrs["group"]
-            if n.attrs["group"] != cin:
-                raise EdgepackError(f"{source}: node '{n.name}' (conv2d): grouped convolution with group="
-                                    f"{n.attrs['group']} is not supported; only group=1 or depthwise "
-                                    f"(group = input channels)")
+        if n.op in ("conv2d", "conv_transpose2d") and n.attrs.get("group", 1) != 1:
+            w = g.tensors[n.inputs[1]].shape  # conv2d (O, I/g, ..), conv_transpose2d (I, O/g, ..)
+            if w[0] % n.attrs["group"]:
+                raise EdgepackError(f"{source}: node '{n.name}' ({n.op}): {w[0]} "
+                                    f"{'output' if n.op == 'conv2d' else 'input'} channels do not split into "
+                                    f"group={n.attrs['group']} groups")
     infer_shapes(g, source=source)
     if fold_bn:
         fold_batchnorm(g, source=source)
         _check_finite(g, source, "after folding its batchnorm (a negative or NaN running variance?)")
-    if _simplify_reshapes(g):
+    if _simplify_reshapes(g) | fold_transposes(g):
         infer_shapes(g, source=source)
+        _simplify_reshapes(g)
     if not g.nodes:
         raise EdgepackError(f"{source}: the model has no operators left to compile")
     g.prune_unused()
@@ -120,6 +125,16 @@ def _remove_identities(g: Graph):
         else:
             keep.append(n)
     g.nodes = keep
+
+
+def _remove_dead(g: Graph):
+    """Drop nodes none of whose outputs is read (e.g. the unused one of an RNN's sequence / last-step pair)."""
+    changed = True
+    while changed:
+        used = set(g.outputs) | {t for n in g.nodes for t in n.inputs}
+        keep = [n for n in g.nodes if any(t in used for t in n.outputs)]
+        changed = len(keep) != len(g.nodes)
+        g.nodes = keep
 
 
 def _merge_pads(g: Graph, source: str):

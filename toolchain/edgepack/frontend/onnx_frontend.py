@@ -16,10 +16,14 @@ import numpy as np
 from ..errors import EdgepackError
 from ..graph import Graph
 from . import finish_graph, short_reason
+from .layout import lift_axis, lift_perm, lift_shape, set_io
 
 SUPPORTED = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Conv", "Dropout", "Flatten", "Gemm",
              "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Pad", "ReduceMean", "Relu", "Reshape",
-             "Sign", "Softmax")
+             "Sign", "Softmax",
+             # issue 14 part B: layout, resize, transposed convolution (1-D ops of rank-3 tensors as 2-D)
+             "ConvTranspose", "Gather", "GatherND", "GRU", "LSTM", "Resize", "Squeeze", "Transpose", "Unsqueeze",
+             "Upsample")
 
 # ops never folded even when all inputs are constant (random or stateful)
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -89,6 +93,15 @@ class _Importer:
         self.shapes: dict[str, tuple] = {}
         self.input_shape = input_shape
         self.batch = 1
+        self.skip: set[str] = set()
+        # RNNs: batch axis of framework tensors whose batch is not axis 0 (the graph tensor is the framework
+        # tensor with its batch moved to the front, rank 3 lifted: layout.lift_shape); final states (1, N, H)
+        # whose graph tensor is (N, H); an RNN's output sequence -> its last-step output
+        self.bax: dict[str, int] = {}
+        self.states: set[str] = set()
+        self.rnn_last: dict[str, str] = {}
+        self.unusable: dict = {}  # outputs that must not be read (an LSTM's Y_c) -> their node
+        self.pending: dict = {}  # output of a Transpose(2, 3, 0, 1) -> (node, input): see op_GatherND
 
     # ---- helpers ---------------------------------------------------------------------------------------
     def fail(self, node, msg):
@@ -104,6 +117,14 @@ class _Importer:
         """The graph tensor of activation ``t`` (an error if ``t`` is a constant or unknown)."""
         if t in self.consts:
             self.fail(node, f"input '{t}' is a constant where an activation is expected")
+        if t in self.pending:
+            tr = self.pending[t][0]
+            self.fail(tr, "a permutation [2, 3, 0, 1] that moves the batch dimension is not supported")
+        if t in self.unusable:
+            self.fail(node, f"reads '{t}', the cell state output of '{self.unusable[t].name}', which is not supported")
+        if self.bax.get(t) or t in self.states:
+            self.fail(node, f"reads '{t}', a tensor whose batch is not its first axis (an RNN's (T, N, F) sequence or "
+                            "(1, N, H) state); only transposes, reshapes and the RNNs read those")
         t = self.name(t)
         if t not in self.g.tensors:
             self.fail(node, f"input '{t}' is not produced by any supported node")
@@ -167,9 +188,9 @@ class _Importer:
                 raise EdgepackError(f"{self.src}: input '{inp.name}' has no fixed shape "
                                     f"({'unknown' if dims is None else tuple(dims)}); pass --input-shape")
             shape = [1] + dims[1:]
-        if len(shape) not in (2, 4):
-            raise EdgepackError(f"{self.src}: input '{inp.name}' has shape {tuple(shape)}; edgepack supports NCHW "
-                                "or (N, F) inputs")
+        if len(shape) not in (2, 3, 4):
+            raise EdgepackError(f"{self.src}: input '{inp.name}' has shape {tuple(shape)}; edgepack supports NCHW, "
+                                "(N, C, L) or (N, F) inputs")
         # keep a fixed batch of the file for shape inference (reshape constants may name it); else 1
         self.batch = dims[0] if dims is not None and dims[0] is not None else 1
         shape[0] = self.batch
@@ -186,7 +207,14 @@ class _Importer:
                 d = [x.dim_value if x.HasField("dim_value") else None for x in t.shape.dim]
                 if all(v is not None for v in d):
                     self.shapes[vi.name] = tuple(d)
-        self.g.add_tensor(inp.name, shape=(1,) + tuple(shape[1:]))
+        self.model_input = (1,) + tuple(shape[1:])
+        self.input_perm = None
+        if len(shape) == 3 and any(n.op_type in ("LSTM", "GRU") and n.input[0] == inp.name for n in g.node):
+            self.model_input = (shape[0], 1, shape[2])  # (T, N, F): the RNN's sequence-major input
+            self.input_perm = (1, 0, 2)
+            self.bax[inp.name] = 1
+        self.g.add_tensor(inp.name, shape=lift_shape(tuple(self.model_input[p] for p in self.input_perm)
+                                                     if self.input_perm else self.model_input))
         self.g.inputs = [inp.name]
         return g.output[0].name
 
@@ -196,6 +224,8 @@ class _Importer:
         for i, node in enumerate(self.model.graph.node):
             if not node.name:
                 node.name = f"{node.op_type}_{i}"
+            if node.name in self.skip:  # consumed by a pattern imported as one op
+                continue
             if node.domain not in ("", "ai.onnx"):
                 self.unsupported(node)
             if self.try_fold(node):
@@ -215,6 +245,15 @@ class _Importer:
         if out not in self.g.tensors:
             raise EdgepackError(f"{self.src}: the model output '{out_name}' is not produced by any node")
         self.g.outputs = [out]
+        if len(self.model_input) == 3:
+            set_io(self.g, "input", self.model_input, self.input_perm)
+        oshape = self.shape_of(out_name)
+        b = self.bax.get(out_name, 1 if out_name in self.states else 0)
+        if oshape is not None and (len(oshape) == 3 or b):
+            dims = list(oshape)
+            dims[b] = 1
+            perm = (b,) + tuple(i for i in range(len(dims)) if i != b)
+            set_io(self.g, "output", dims, perm if b else None)
         return finish_graph(self.g, self.src, fold_bn)
 
     def unsupported(self, node):
@@ -302,17 +341,19 @@ class _Importer:
                 self.fail(node, f"shapes {sx} and {sy} differ; broadcasting adds are not supported")
         self.g.add_node("add", node.name, names, [node.output[0]])
 
-    def _spatial(self, node, a, kernel, what):
-        """strides, pads (t, l, b, r) and dilations of a Conv/Pool node, with auto_pad resolved."""
-        strides = tuple(a.get("strides", (1, 1)))
-        dil = tuple(a.get("dilations", (1, 1)))
-        pads = tuple(a.get("pads", (0, 0, 0, 0)))
-        if len(kernel) != 2 or len(strides) != 2 or len(dil) != 2 or len(pads) != 4:
-            self.fail(node, f"only 2-D {what} is supported")
+    def _spatial(self, node, a, kernel, what, auto_ok=True):
+        """kernel, strides, pads (t, l, b, r) and dilations of a Conv/Pool node, with auto_pad resolved; a 1-D
+        node (of an (N, C, L) tensor) becomes the 2-D one with H = 1."""
+        nd = len(kernel)
+        strides = tuple(a.get("strides", (1,) * nd))
+        dil = tuple(a.get("dilations", (1,) * nd))
+        pads = tuple(a.get("pads", (0,) * (2 * nd)))
+        if nd not in (1, 2) or len(strides) != nd or len(dil) != nd or len(pads) != 2 * nd:
+            self.fail(node, f"only 1-D and 2-D {what} is supported")
         auto = _s(a.get("auto_pad", "NOTSET"))
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if auto in ("SAME_UPPER", "SAME_LOWER") and auto_ok:
             s = self.shape_of(node.input[0])
-            if s is None or len(s) != 4:
+            if s is None or len(s) != nd + 2:
                 self.fail(node, "auto_pad SAME needs a known input shape")
             pb, pe = [], []
             for size, k, st, d in zip(s[2:], kernel, strides, dil):
@@ -320,27 +361,50 @@ class _Importer:
                 small, big = total // 2, total - total // 2
                 pb.append(small if auto == "SAME_UPPER" else big)
                 pe.append(big if auto == "SAME_UPPER" else small)
-            pads = (pb[0], pb[1], pe[0], pe[1])
+            pads = tuple(pb + pe)
         elif auto == "VALID":
-            pads = (0, 0, 0, 0)
+            pads = (0,) * (2 * nd)
         elif auto != "NOTSET":
             self.fail(node, f"auto_pad '{auto}' is not supported")
         if min(pads) < 0:
             self.fail(node, f"negative pads {pads} are not supported")
-        return strides, tuple(int(p) for p in pads), dil
+        if nd == 1:
+            kernel, strides, dil, pads = (1,) + tuple(kernel), (1,) + strides, (1,) + dil, (0, pads[0], 0, pads[1])
+        return tuple(int(k) for k in kernel), strides, tuple(int(p) for p in pads), dil
 
     def op_Conv(self, node, a):
         x = self.act(node, node.input[0])
         w = self.const(node, node.input[1])
-        if w.ndim != 4:
-            self.fail(node, "only 2-D convolution is supported")
-        kernel = tuple(a.get("kernel_shape", w.shape[2:]))
-        strides, pads, dil = self._spatial(node, a, kernel, "convolution")
+        if w.ndim not in (3, 4):
+            self.fail(node, "only 1-D and 2-D convolution is supported")
+        kernel, strides, pads, dil = self._spatial(node, a, tuple(a.get("kernel_shape", w.shape[2:])),
+                                                   "convolution")
+        w = w[:, :, None, :] if w.ndim == 3 else w
         ins = [x, self.wconst(node.input[1], w)]
         if len(node.input) > 2 and node.input[2]:
             ins.append(self.wconst(node.input[2], self.const(node, node.input[2], "bias")))
         self.g.add_node("conv2d", node.name, ins, [node.output[0]], strides=strides, pads=pads, dilations=dil,
                         group=int(a.get("group", 1)))
+
+    def op_ConvTranspose(self, node, a):
+        x = self.act(node, node.input[0])
+        w = self.const(node, node.input[1])
+        if w.ndim not in (3, 4):
+            self.fail(node, "only 1-D and 2-D transposed convolution is supported")
+        if "output_shape" in a:
+            self.fail(node, "output_shape is not supported; give pads and output_padding instead")
+        if _s(a.get("auto_pad", "NOTSET")) not in ("NOTSET", "VALID"):
+            self.fail(node, f"auto_pad '{_s(a['auto_pad'])}' is not supported for a transposed convolution")
+        kernel, strides, pads, dil = self._spatial(node, a, tuple(a.get("kernel_shape", w.shape[2:])),
+                                                   "transposed convolution")
+        op = tuple(int(v) for v in a.get("output_padding", (0,) * (w.ndim - 2)))
+        op = (0,) + op if w.ndim == 3 else op
+        w = w[:, :, None, :] if w.ndim == 3 else w
+        ins = [x, self.wconst(node.input[1], w)]
+        if len(node.input) > 2 and node.input[2]:
+            ins.append(self.wconst(node.input[2], self.const(node, node.input[2], "bias")))
+        self.g.add_node("conv_transpose2d", node.name, ins, [node.output[0]], strides=strides, pads=pads,
+                        output_padding=op, dilations=dil, group=int(a.get("group", 1)))
 
     def op_BatchNormalization(self, node, a):
         if a.get("training_mode", 0) or (len(node.output) > 1 and any(node.output[1:])):
@@ -354,6 +418,7 @@ class _Importer:
         if not a.get("ceil_mode", 0):
             return
         s = self.shape_of(node.input[0])
+        s = lift_shape(s) if s is not None else None
         if s is not None and len(s) == 4:
             same = all(
                 (size + p0 + p1 - d * (k - 1) - 1) % st == 0
@@ -366,19 +431,16 @@ class _Importer:
         x = self.act(node, node.input[0])
         if len(node.output) > 1 and node.output[1]:
             self.fail(node, "the indices output of MaxPool is not supported")
-        kernel = tuple(a["kernel_shape"])
-        strides, pads, dil = self._spatial(node, a, kernel, "pooling")
-        if dil != (1, 1):
-            self.fail(node, "dilated pooling is not supported")
-        self._check_ceil(node, a, kernel, strides, pads)
-        self.g.add_node("maxpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads)
+        kernel, strides, pads, dil = self._spatial(node, a, tuple(a["kernel_shape"]), "pooling")
+        self._check_ceil(node, a, kernel, strides, pads, dil)
+        self.g.add_node("maxpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads,
+                        dilations=dil)
 
     def op_AveragePool(self, node, a):
         x = self.act(node, node.input[0])
-        kernel = tuple(a["kernel_shape"])
-        strides, pads, dil = self._spatial(node, a, kernel, "pooling")
+        kernel, strides, pads, dil = self._spatial(node, a, tuple(a["kernel_shape"]), "pooling")
         if dil != (1, 1):
-            self.fail(node, "dilated pooling is not supported")
+            self.fail(node, "dilated average pooling is not supported")
         self._check_ceil(node, a, kernel, strides, pads)
         self.g.add_node("avgpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads,
                         count_include_pad=bool(a.get("count_include_pad", 0)))
@@ -394,9 +456,9 @@ class _Importer:
         s = self.shape_of(node.input[0])
         rank = len(s) if s is not None else 4
         axes = sorted(int(v) % rank for v in axes) if axes is not None and len(axes) else None
-        if rank != 4 or axes != [2, 3]:
-            self.fail(node, f"only a mean over H and W (axes [2, 3]) of an NCHW tensor is supported, got axes "
-                            f"{axes}")
+        if (rank, axes) not in ((4, [2, 3]), (3, [2])):
+            self.fail(node, f"only a mean over H and W (axes [2, 3]) of an NCHW tensor or over L (axis 2) of an "
+                            f"(N, C, L) tensor is supported, got axes {axes}")
         if a.get("keepdims", 1):
             self.g.add_node("global_avgpool", node.name, [x], [node.output[0]])
         else:
@@ -417,6 +479,8 @@ class _Importer:
         self.g.add_node("flatten", node.name, [x], [node.output[0]], axis=1)
 
     def op_Reshape(self, node, a):
+        if self.bax.get(node.input[0]) or node.input[0] in self.states:
+            return self._reshape_to_inferred(node)
         x = self.act(node, node.input[0])
         target = [int(v) for v in self.const(node, node.input[1], "shape")]
         sx, sy = self.shape_of(node.input[0]), self.shape_of(node.output[0])
@@ -429,7 +493,245 @@ class _Importer:
             target = [1] + list(sy[1:])
         elif target and target[0] == self.batch:
             target[0] = 1
-        self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=tuple(target))
+        if len(target) == 3 and -1 in target:
+            self.fail(node, "a reshape to an unknown rank-3 shape is not supported (shape inference gave no shape)")
+        self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=lift_shape(target))
+
+    def _reshape_to_inferred(self, node):
+        """Squeeze / Unsqueeze of an activation: a reshape to the shape ONNX shape inference gave it."""
+        if node.input[0] in self.states and self.shape_of(node.output[0]) is not None and \
+                len(self.shape_of(node.output[0])) == 2:  # Y_h (1, N, H) -> (N, H)
+            self.alias[node.output[0]] = self.name(node.input[0])
+            return
+        if self.bax.get(node.input[0]):
+            return self._batch_reshape(node)
+        x = self.act(node, node.input[0])
+        sx, sy = self.shape_of(node.input[0]), self.shape_of(node.output[0])
+        if sx is None or sy is None:
+            self.fail(node, "the shapes of its input and output are not known at import time")
+        if not sy or sx[0] != sy[0]:
+            self.fail(node, f"a reshape from {sx} to {sy} changes the batch dimension; only reshapes that keep "
+                            "dimension 0 are supported")
+        self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=lift_shape([1] + list(sy[1:])))
+
+    def op_Squeeze(self, node, a):
+        self._reshape_to_inferred(node)
+
+    def op_Unsqueeze(self, node, a):
+        self._reshape_to_inferred(node)
+
+    def op_Transpose(self, node, a):
+        s = self.shape_of(node.input[0])
+        if s is None:
+            self.fail(node, "the rank of its input is not known at import time")
+        perm = [int(p) for p in a.get("perm", list(range(len(s)))[::-1])]
+        b = self.bax.get(node.input[0], 0)
+        if b or (perm[0] != 0 and perm != [2, 3, 0, 1]):
+            return self._batch_move(node, perm, b)
+        x = self.act(node, node.input[0])
+        if perm == [2, 3, 0, 1]:  # maybe the start of a nearest resize as a gather (op_GatherND)
+            self.pending[node.output[0]] = (node, x)
+            return
+        self.g.add_node("transpose", node.name, [x], [node.output[0]], perm=lift_perm(perm))
+
+    def _batch_move(self, node, perm, b):
+        """A transpose that moves the batch (RNN sequences): the graph keeps the batch first, so only the order
+        of the other axes can change; the output's batch axis is remembered (``self.bax``)."""
+        if node.input[0] in self.states:
+            self.fail(node, "a transpose of an RNN's final state is not supported; select it first")
+        x = self.name(node.input[0])
+        r = len(perm)
+        b_out = perm.index(b)
+        rest_in = [i for i in range(r) if i != b]
+        rest_out = [perm[j] for j in range(r) if j != b_out]
+        k = (0,) + tuple(1 + rest_in.index(i) for i in rest_out)
+        if k == tuple(range(r)):
+            self.alias[node.output[0]] = x
+        else:
+            self.g.add_node("transpose", node.name, [x], [node.output[0]], perm=lift_perm(k))
+        if b_out:
+            self.bax[node.output[0]] = b_out
+
+    def _batch_reshape(self, node):
+        """A reshape / squeeze / unsqueeze of a tensor whose batch is not axis 0 that only removes or inserts
+        size-1 axes: the batch keeps its place among the other axes."""
+        t = node.input[0]
+        sx, sy = self.shape_of(t), self.shape_of(node.output[0])
+        if sx is None or sy is None:
+            self.fail(node, "the shapes of its input and output are not known at import time")
+        b = self.bax[t]
+        if [d for d in sx if d != 1] != [d for d in sy if d != 1]:
+            self.fail(node, f"a reshape from {sx} to {sy} of an RNN's sequence is not supported")
+        before = sum(1 for d in sx[:b] if d != 1)  # non-singleton axes before the batch
+        seen, b_out = 0, None
+        for i, d in enumerate(sy):
+            if d != 1:
+                seen += 1
+            elif seen == before and b_out is None:
+                b_out = i
+        if b_out is None:
+            self.fail(node, f"a reshape from {sx} to {sy} removes the batch axis")
+        x = self.name(t)
+        gshape = lift_shape((1,) + tuple(d for i, d in enumerate(sy) if i != b_out))
+        if tuple(self.g.tensors[x].shape or gshape) == tuple(gshape):
+            self.alias[node.output[0]] = x
+        else:
+            self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=gshape)
+        if b_out:
+            self.bax[node.output[0]] = b_out
+
+    def _rnn(self, node, a, cell, order):
+        """ONNX LSTM (gates i, o, f, c) / GRU (z, r, h; linear_before_reset=1, as PyTorch) -> the float
+        dialect's lstm / gru (PyTorch's gate order): single layer, forward, layout 0, no peepholes, zero or no
+        initial state, no sequence lengths."""
+        if _s(a.get("direction", "forward")) != "forward" or a.get("layout", 0) or a.get("clip") is not None \
+                or a.get("input_forget", 0) or a.get("activations"):
+            self.fail(node, "only a forward, layout-0 RNN with the default activations and no clip is supported")
+        if cell == "gru" and not a.get("linear_before_reset", 0):
+            self.fail(node, "only linear_before_reset=1 (PyTorch's GRU) is supported")
+        x = node.input[0]
+        if self.bax.get(x) != 1:
+            self.fail(node, f"its input '{x}' must be a (T, N, F) sequence computed from the model input")
+        for i, t in enumerate(node.input):
+            if i < 4 or not t:
+                continue
+            if i in (4, 7):
+                self.fail(node, f"{'sequence_lens' if i == 4 else 'peepholes'} are not supported")
+            if t not in self.consts or np.any(self.consts[t] != 0):
+                self.fail(node, "only a zero initial state is supported")
+        w = self.const(node, node.input[1], "W")[0]
+        r = self.const(node, node.input[2], "R")[0]
+        hidden = int(a.get("hidden_size", r.shape[1]))
+        nb = len(order)
+        bias = self.const(node, node.input[3], "B")[0] if len(node.input) > 3 and node.input[3] else \
+            np.zeros(2 * nb * hidden, np.float32)
+
+        def torch_order(m):
+            return np.concatenate([m[k * hidden:(k + 1) * hidden] for k in order])
+
+        ins = [self.name(x), self.wconst(node.input[1], torch_order(w)), self.wconst(node.input[2], torch_order(r)),
+               self.wconst(node.input[1] + "_bias_ih", torch_order(bias[:nb * hidden])),
+               self.wconst(node.input[2] + "_bias_hh", torch_order(bias[nb * hidden:]))]
+        seq = self.newname(node.output[0] or node.name + "_y")
+        last = self.newname(node.name + "_last")
+        self.g.add_node(cell, node.name, ins, [seq], hidden=hidden, last=False)
+        self.g.add_node(cell, node.name + "_last", ins, [last], hidden=hidden, last=True)
+        self.rnn_last[seq] = last
+        if node.output[0]:  # Y (T, num_directions = 1, N, H)
+            self.alias[node.output[0]] = seq
+            self.bax[node.output[0]] = 2
+        if len(node.output) > 1 and node.output[1]:  # Y_h (1, N, H)
+            self.alias[node.output[1]] = last
+            self.states.add(node.output[1])
+        if len(node.output) > 2 and node.output[2]:
+            self.unusable[node.output[2]] = node
+
+    def op_LSTM(self, node, a):
+        self._rnn(node, a, "lstm", (0, 2, 3, 1))
+
+    def op_GRU(self, node, a):
+        self._rnn(node, a, "gru", (1, 0, 2))
+
+    def op_Gather(self, node, a):
+        """The last step of an RNN's output sequence, or its (1, N, H) final state's only layer."""
+        t = node.input[0]
+        if t in self.consts or node.input[1] not in self.consts:
+            self.unsupported(node)
+        idx = np.asarray(self.consts[node.input[1]])
+        s = self.shape_of(t)
+        axis = int(a.get("axis", 0)) % len(s) if s is not None else None
+        if idx.size != 1 or s is None or idx.ndim != 0:
+            self.unsupported(node)
+        i = int(idx) % s[axis]
+        g = self.name(t)
+        time_axis = 0 if self.bax.get(t) == 1 else 1
+        if t in self.states and axis == 0:
+            self.alias[node.output[0]] = g
+        elif g in self.rnn_last and len(s) == 3 and axis == time_axis and i == s[axis] - 1:
+            self.alias[node.output[0]] = self.rnn_last[g]
+        else:
+            self.fail(node, "a gather is supported only for the last step of an RNN's output or its final state")
+
+    def op_GatherND(self, node, a):
+        """Transpose(2, 3, 0, 1) -> GatherND(constant (OH, OW, 2) indices) -> Transpose(p): how the dynamo
+        exporter writes PyTorch's 'nearest-exact' upsampling (p = (2, 3, 0, 1), or that merged with a following
+        permute). When the indices are separable and match a nearest-resize rule, it is imported as that resize
+        (and the rest of p as a transpose); any other GatherND is not supported."""
+        if node.input[0] not in self.pending or not self._gather_resize(node, *self.pending[node.input[0]]):
+            self.unsupported(node)
+
+    def _gather_resize(self, gnd, node, x) -> bool:
+        users = [n for n in self.model.graph.node if node.output[0] in n.input]
+        if len(users) != 1 or gnd.input[1] not in self.consts:
+            return False
+        idx = np.asarray(self.consts[gnd.input[1]])
+        after = [n for n in self.model.graph.node if gnd.output[0] in n.input]
+        sx = self.shape_of(node.input[0])
+        if (len(after) != 1 or after[0].op_type != "Transpose" or sx is None or len(sx) != 4 or idx.ndim != 3
+                or idx.shape[2] != 2 or _attrs(gnd).get("batch_dims", 0)):
+            return False
+        rest = [(2, 3, 0, 1)[p] for p in _attrs(after[0]).get("perm", [3, 2, 1, 0])]  # after the resize
+        if rest[0] != 0:
+            return False
+        iy, ix = idx[:, 0, 0], idx[0, :, 1]
+        if not (np.array_equal(idx[..., 0], np.broadcast_to(iy[:, None], idx.shape[:2]))
+                and np.array_equal(idx[..., 1], np.broadcast_to(ix[None, :], idx.shape[:2]))):
+            return False
+        from ..reference.float_exec import nearest_indices
+        (h, w), (oh, ow) = sx[2:], idx.shape[:2]
+        for coord, rounding in (("half_pixel", "round_prefer_ceil"), ("asymmetric", "floor"),
+                                ("align_corners", "round_prefer_ceil"), ("half_pixel", "round_prefer_floor")):
+            if np.array_equal(nearest_indices(oh, h, coord, rounding), iy) and \
+                    np.array_equal(nearest_indices(ow, w, coord, rounding), ix):
+                y = after[0].output[0]
+                mid = y if rest == [0, 1, 2, 3] else self.newname(gnd.output[0] + "_resized")
+                self.g.add_node("resize", node.name, [x], [mid], mode="nearest", size=(oh, ow), coord=coord,
+                                nearest=rounding, scales=None)
+                if mid != y:
+                    self.g.add_node("transpose", after[0].name, [mid], [y], perm=tuple(rest))
+                self.skip.add(after[0].name)
+                del self.pending[node.output[0]]
+                return True
+        return False
+
+    def _resize(self, node, mode, coord, nearest, scales):
+        x = self.act(node, node.input[0])
+        sx, sy = self.shape_of(node.input[0]), self.shape_of(node.output[0])
+        if sx is None or sy is None or len(sx) not in (3, 4):
+            self.fail(node, "only a resize of a known (N, C, H, W) or (N, C, L) shape is supported")
+        if tuple(sx[:2]) != tuple(sy[:2]):
+            self.fail(node, f"a resize from {sx} to {sy} of the batch or channel axes is not supported")
+        if mode not in ("nearest", "linear"):
+            self.fail(node, f"mode '{mode}' is not supported; only nearest and linear")
+        if coord not in ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners"):
+            self.fail(node, f"coordinate_transformation_mode '{coord}' is not supported")
+        if scales is not None:
+            scales = [float(v) for v in np.asarray(scales).reshape(-1)]
+            if len(scales) != len(sx) or scales[:2] != [1.0, 1.0]:
+                self.fail(node, f"scales {scales} must be 1 on the batch and channel axes")
+            scales = tuple(lift_shape(scales)[2:])
+        self.g.add_node("resize", node.name, [x], [node.output[0]], mode="bilinear" if mode == "linear" else mode,
+                        size=tuple(lift_shape(sy)[2:]), coord=coord, nearest=nearest, scales=scales)
+
+    def op_Resize(self, node, a):
+        if a.get("antialias", 0) or a.get("axes") is not None:
+            self.fail(node, "antialias and axes are not supported")
+        mode = _s(a.get("mode", "nearest"))
+        if self.opset < 11:  # opset 10: like Upsample
+            scales = self.const(node, node.input[1], "scales")
+            return self._resize(node, mode, "asymmetric", "floor", scales)
+        scales = None
+        if len(node.input) > 2 and node.input[2]:
+            scales = self.const(node, node.input[2], "scales")
+            scales = scales if scales.size else None
+        self._resize(node, mode, _s(a.get("coordinate_transformation_mode", "half_pixel")),
+                     _s(a.get("nearest_mode", "round_prefer_floor")), scales)
+
+    def op_Upsample(self, node, a):
+        scales = a.get("scales")
+        if len(node.input) > 1 and node.input[1]:
+            scales = self.const(node, node.input[1], "scales")
+        self._resize(node, _s(a.get("mode", "nearest")), "asymmetric", "floor", scales)
 
     def op_Gemm(self, node, a):
         if a.get("transA", 0):
@@ -451,8 +753,10 @@ class _Importer:
     def op_MatMul(self, node, a):
         x = self.act(node, node.input[0])
         w = self.const(node, node.input[1])
-        if w.ndim != 2:
-            self.fail(node, "only a matrix product with a constant 2-D weight is supported")
+        s = self.shape_of(node.input[0])
+        if w.ndim != 2 or (s is not None and len(s) > 2):
+            self.fail(node, "only a matrix product of an (N, F) activation with a constant 2-D weight is "
+                            "supported; flatten the input first")
         self.g.add_node("dense", node.name, [x, self.wconst(node.input[1], w.T)], [node.output[0]])
 
     def op_Softmax(self, node, a):
@@ -463,7 +767,7 @@ class _Importer:
             axis %= len(s)
             if self.opset < 13 and axis != len(s) - 1:
                 self.fail(node, "softmax over more than the last axis (opset < 13) is not supported")
-            axis = -1 if axis == len(s) - 1 else axis
+            axis = -1 if axis == len(s) - 1 else lift_axis(axis, len(s))
         self.g.add_node("softmax", node.name, [x], [node.output[0]], axis=axis)
 
     def op_Pad(self, node, a):
@@ -492,6 +796,8 @@ class _Importer:
             full[ax], full[r + ax] = pads[i], pads[rank + i]
         if value != 0.0:
             self.fail(node, f"padding with {value} is not supported; only zero padding")
+        if r == 3:  # L of an (N, C, L) tensor: W of its (N, C, 1, L) form
+            r, full = 4, [full[0], full[1], 0, full[2], full[3], full[4], 0, full[5]]
         if r != 4 or any(full[i] for i in (0, 1, 4, 5)) or min(full) < 0:
             self.fail(node, f"pads {pads} are not supported; only non-negative padding of H and W of NCHW")
         self.g.add_node("pad", node.name, [x], [node.output[0]], pads=(full[2], full[3], full[6], full[7]))

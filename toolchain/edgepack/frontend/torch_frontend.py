@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import EdgepackError
 from ..graph import Graph
 from . import finish_graph, short_reason
+from .layout import lift_axis, lift_perm, lift_shape, set_io
 
 
 @contextlib.contextmanager
@@ -200,7 +201,21 @@ def _from_torchscript(torch, sm, path, input_shape, fold_bn=True) -> Graph:
 
 # ---- the FX walker ---------------------------------------------------------------------------------------
 class _Act(str):
-    """Name of an activation tensor in the graph being built."""
+    """Name of an activation tensor in the graph being built.
+
+    The graph's tensors are batch first. A framework tensor whose batch is not its axis 0 -- the (T, N, F)
+    sequences of RNNs with batch_first=False, and their final states (1, N, H) -- has ``batch_axis`` 1, or
+    ``layer_axis`` (a leading num_layers = 1 axis); only the RNN ops, transpose(0, 1), select / squeeze of
+    that axis and the model's output read such tensors."""
+
+    batch_axis = 0
+    layer_axis = False
+
+    @staticmethod
+    def of(name, batch_axis=0, layer_axis=False):
+        a = _Act(name)
+        a.batch_axis, a.layer_axis = batch_axis, layer_axis
+        return a
 
 
 class _Unused:
@@ -216,7 +231,12 @@ _SUPPORTED = (
     "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "mean", "add",
     "add_", "flatten", "view", "reshape", "_unsafe_view", "linear", "addmm", "mm", "matmul", "softmax",
     "_softmax", "dropout", "native_dropout", "clone", "contiguous", "alias", "detach", "lift_fresh_copy",
-    "pad", "constant_pad_nd", "sign")
+    "pad", "constant_pad_nd", "sign",
+    # issue 14 part B: rank-3 (N, C, L) ops, layout, resize, transposed / grouped convolution
+    "conv1d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool1d_with_indices", "avg_pool1d",
+    "adaptive_avg_pool1d", "squeeze", "unsqueeze", "permute", "transpose", "swapaxes", "channel_shuffle",
+    "native_channel_shuffle", "upsample_nearest2d", "upsample_bilinear2d", "_upsample_nearest_exact2d",
+    "upsample_nearest1d", "upsample_linear1d", "_upsample_nearest_exact1d", "lstm", "gru", "select")
 _IGNORED_PREFIXES = ("_assert", "sym_constrain_range")
 _SIZE_OPS = ("sym_size", "size")
 
@@ -247,6 +267,14 @@ def _pair(v):
     return (int(v), int(v))
 
 
+def _hw(v, one_d: bool, fill: int):
+    """A 2-D (H, W) parameter; a 1-D op's single value becomes W with ``fill`` for H (its H is 1)."""
+    if not one_d:
+        return _pair(v)
+    v = [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
+    return (fill, v[0])
+
+
 def _concrete(v):
     """int for a concrete size, None for a symbolic one."""
     if isinstance(v, int):
@@ -268,6 +296,8 @@ class _Walker:
         self.g = Graph()
         self.env: dict = {}
         self.fqn: dict = {}  # placeholder name -> parameter/buffer name, used to name weights
+        self.rnn_last: dict = {}  # RNN output sequence -> the same RNN's last-step output
+        self.input_perm = None
 
     # ---- helpers ---------------------------------------------------------------------------------------
     def fail(self, node, msg):
@@ -293,6 +323,9 @@ class _Walker:
 
     def act(self, node, v, what="input"):
         if isinstance(v, _Act):
+            if v.batch_axis or v.layer_axis:
+                self.fail(node, "reads a tensor whose batch is not its first axis (a (T, N, F) sequence or an RNN's "
+                                "(1, N, H) state); use batch_first=True, or select / squeeze the state first")
             return str(v)
         if isinstance(v, _Unused):
             self.fail(node, f"uses a secondary output of '{v.node.name}' (indices or statistics)")
@@ -380,6 +413,14 @@ class _Walker:
         if not isinstance(v, _Act):
             raise EdgepackError(f"{self.src}: the model output is not a tensor computed from the input")
         self.g.outputs = [str(v)]
+        if len(self.model_input) == 3:
+            set_io(self.g, "input", self.model_input, self.input_perm)
+        oshape = self.meta_shape(outs[0])
+        if oshape is not None and (len(oshape) == 3 or v.batch_axis or v.layer_axis):
+            dims = [int(_concrete(d)) for d in oshape]
+            b = 1 if (v.batch_axis or v.layer_axis) else 0
+            dims[b] = 1
+            set_io(self.g, "output", dims, (1, 0, 2) if b else None)
         return finish_graph(self.g, self.src, fold_bn)
 
     def placeholder(self, node, n_inputs):
@@ -401,12 +442,20 @@ class _Walker:
                                     f"{tuple(d if d is not None else '?' for d in dims)}; pass --input-shape")
             shape = tuple(dims)
         shape = (1,) + tuple(shape[1:])
-        if len(shape) not in (2, 4):
-            raise EdgepackError(f"{self.src}: input '{node.name}' has shape {shape}; edgepack supports NCHW or "
-                                "(N, F) inputs")
-        self.g.add_tensor(node.name, shape=shape)
+        if len(shape) not in (2, 3, 4):
+            raise EdgepackError(f"{self.src}: input '{node.name}' has shape {shape}; edgepack supports NCHW, "
+                                "(N, C, L) or (N, F) inputs")
+        seq_first = len(shape) == 3 and any(  # a (T, N, F) input of an RNN with batch_first=False
+            _opname(u.target) in ("lstm", "gru") and not _bind(u.target, u.args, u.kwargs)["batch_first"]
+            and u.args[0] is node for u in node.users if u.op == "call_function" and hasattr(u.target, "_schema"))
+        if seq_first:
+            shape = (dims[0],) + (1,) + tuple(dims[2:]) if self.input_shape is None else \
+                tuple(self.input_shape[:1]) + (1,) + tuple(self.input_shape[2:])
+        self.model_input = shape
+        self.input_perm = (1, 0, 2) if seq_first else None
+        self.g.add_tensor(node.name, shape=lift_shape((1, shape[0], shape[2]) if seq_first else shape))
         self.g.inputs = [node.name]
-        self.env[node.name] = _Act(node.name)
+        self.env[node.name] = _Act.of(node.name, batch_axis=1 if seq_first else 0)
 
     def call(self, node):
         torch = self.torch
@@ -463,12 +512,23 @@ class _Walker:
     def _conv(self, node, b, transposed=False):
         x = self.act(node, b["input"])
         w = self.const(node, b["weight"])
-        if transposed:
-            self.fail(node, "transposed convolution is not supported")
-        if w.ndim != 4:
-            self.fail(node, "only 2-D convolution is supported")
-        stride, dil, groups = _pair(b["stride"]), _pair(b["dilation"]), int(b["groups"])
+        if w.ndim not in (3, 4):
+            self.fail(node, "only 1-D and 2-D convolution is supported")
+        one = w.ndim == 3
+        if one:  # Conv1d: the 2-D convolution with H = 1
+            w = w[:, :, None, :]
+        stride, dil, groups = _hw(b["stride"], one, 1), _hw(b["dilation"], one, 1), int(b["groups"])
         pad = b["padding"]
+        if transposed:
+            if isinstance(pad, str):
+                self.fail(node, f"padding '{pad}' is not supported for a transposed convolution")
+            ph, pw = _hw(pad, one, 0)
+            ins = [x, self.wconst(self.cname(self.fx_arg(node, 1), node, "weight"), w)]
+            if b["bias"] is not None:
+                ins.append(self.wconst(self.cname(self.fx_arg(node, 2), node, "bias"),
+                                       self.const(node, b["bias"], "bias")))
+            return self.emit("conv_transpose2d", node, ins, strides=stride, pads=(ph, pw, ph, pw),
+                             output_padding=_hw(b["output_padding"], one, 0), dilations=dil, group=groups)
         if isinstance(pad, str):
             if pad == "valid":
                 pads = (0, 0, 0, 0)
@@ -478,7 +538,7 @@ class _Walker:
             else:
                 self.fail(node, f"padding '{pad}' is not supported")
         else:
-            ph, pw = _pair(pad)
+            ph, pw = _hw(pad, one, 0)
             pads = (ph, pw, ph, pw)
         ins = [x, self.wconst(self.cname(self.fx_arg(node, 1), node, "weight"), w)]
         if b["bias"] is not None:
@@ -489,11 +549,14 @@ class _Walker:
     def op_conv2d(self, node, b):
         return self._conv(node, b)
 
-    op__convolution_mode = op_conv2d  # traced TorchScript with padding="same"/"valid"
+    op__convolution_mode = op_conv1d = op_conv2d  # _convolution_mode: traced TorchScript, padding="same"/"valid"
+
+    def op_conv_transpose2d(self, node, b):
+        return self._conv(node, b, transposed=True)
+
+    op_conv_transpose1d = op_conv_transpose2d
 
     def op_convolution(self, node, b):
-        if any(_pair(b["output_padding"])):
-            self.fail(node, "output padding is not supported")
         return self._conv(node, b, transposed=bool(b["transposed"]))
 
     op__convolution = op_convolution
@@ -567,36 +630,54 @@ class _Walker:
         return self._clip(node, b["self"], None, b["max"])
 
     def _pool_common(self, node, b):
-        kernel = _pair(b["kernel_size"])
-        stride = _pair(b["stride"]) if b["stride"] not in (None, [], ()) else kernel
-        ph, pw = _pair(b["padding"])
+        one = self.rank(node.args[0], node) == 3  # MaxPool1d / AvgPool1d: the 2-D pool with H = 1
+        kernel = _hw(b["kernel_size"], one, 1)
+        stride = _hw(b["stride"], one, 1) if b["stride"] not in (None, [], ()) else kernel
+        ph, pw = _hw(b["padding"], one, 0)
+        dil = _hw(b.get("dilation", 1), one, 1)
         pads = (ph, pw, ph, pw)
         if b.get("ceil_mode"):
-            s = self.meta_shape(node.args[0])
-            same = s is not None and all(
-                _concrete(n) is not None and (_concrete(n) + 2 * p - k) % st == 0
-                for n, k, st, p in zip(s[2:], kernel, stride, (ph, pw)))
+            s = lift_shape(self.meta_shape(node.args[0]) or ())
+            same = len(s) == 4 and all(
+                _concrete(n) is not None and (_concrete(n) + 2 * p - d * (k - 1) - 1) % st == 0
+                for n, k, st, p, d in zip(s[2:], kernel, stride, (ph, pw), dil))
             if not same:
                 self.fail(node, "ceil_mode=True is not supported; use ceil_mode=False or pad the input")
-        return kernel, stride, pads
+        return kernel, stride, pads, dil
 
     def op_max_pool2d(self, node, b):
         x = self.act(node, b["self"])
-        if _pair(b["dilation"]) != (1, 1):
-            self.fail(node, "dilated max pooling is not supported")
-        kernel, stride, pads = self._pool_common(node, b)
-        return self.emit("maxpool", node, [x], kernel=kernel, strides=stride, pads=pads)
+        kernel, stride, pads, dil = self._pool_common(node, b)
+        return self.emit("maxpool", node, [x], kernel=kernel, strides=stride, pads=pads, dilations=dil)
+
+    op_max_pool1d = op_max_pool2d
 
     def op_max_pool2d_with_indices(self, node, b):
         return (self.op_max_pool2d(node, b), _Unused(node))
 
+    op_max_pool1d_with_indices = op_max_pool2d_with_indices
+
     def op_avg_pool2d(self, node, b):
         x = self.act(node, b["self"])
-        if b["divisor_override"] is not None:
+        if b.get("divisor_override") is not None:
             self.fail(node, "divisor_override is not supported")
-        kernel, stride, pads = self._pool_common(node, b)
+        kernel, stride, pads, _ = self._pool_common(node, b)
         return self.emit("avgpool", node, [x], kernel=kernel, strides=stride, pads=pads,
                          count_include_pad=bool(b["count_include_pad"]))
+
+    op_avg_pool1d = op_avg_pool2d
+
+    def op_adaptive_avg_pool1d(self, node, b):
+        x = self.act(node, b["self"])
+        s = self.meta_shape(node.args[0])
+        if s is None or len(s) != 3:
+            self.fail(node, "expects a 3-D (N, C, L) input")
+        size = int(list(b["output_size"])[0])
+        if size == 1:
+            return self.emit("global_avgpool", node, [x])
+        if _concrete(s[2]) == size:
+            return self.emit("identity", node, [x])
+        self.fail(node, f"adaptive average pooling to {size} from {s[2]} is not supported; only to 1")
 
     def op_adaptive_avg_pool2d(self, node, b):
         x = self.act(node, b["self"])
@@ -620,9 +701,9 @@ class _Walker:
         x = self.act(node, b["self"])
         r = self.rank(node.args[0], node)
         dims = sorted(int(d) % r for d in (b["dim"] or []))
-        if r != 4 or dims != [2, 3]:
-            self.fail(node, f"only a mean over H and W (dims [2, 3]) of an NCHW tensor is supported, got "
-                            f"{list(b['dim'] or [])}")
+        if (r, dims) not in ((4, [2, 3]), (3, [2])):
+            self.fail(node, f"only a mean over H and W (dims [2, 3]) of an NCHW tensor or over L (dim 2) of an "
+                            f"(N, C, L) tensor is supported, got {list(b['dim'] or [])}")
         y = self.emit("global_avgpool", node, [x])
         if not b["keepdim"]:
             out = self.g.fresh(node.name + "_flatten")
@@ -657,7 +738,7 @@ class _Walker:
         if not same_batch or any(v is None for v in rest):
             self.fail(node, f"a reshape from {tuple(sx)} to {tuple(sy)} that changes the batch dimension or "
                             "has dynamic sizes is not supported")
-        return self.emit("reshape", node, [x], shape=tuple([1] + rest))
+        return self.emit("reshape", node, [x], shape=lift_shape([1] + rest))
 
     def op_flatten(self, node, b):
         return self._reshape(node)
@@ -665,8 +746,122 @@ class _Walker:
     def op_view(self, node, b):
         return self._reshape(node)
 
-    op_reshape = op_view
+    op_reshape = op_unsqueeze = op_view
+
+    def op_squeeze(self, node, b):
+        v = b["self"]
+        if isinstance(v, _Act) and v.layer_axis:  # h_n.squeeze(0) of a single-layer RNN
+            dims = b.get("dim")
+            dims = [dims] if isinstance(dims, int) else list(dims) if dims is not None else [0]
+            if [int(d) % 3 for d in dims] == [0]:
+                return _Act(str(v))
+        return self._reshape(node)
     op__unsafe_view = op_view
+
+    def _transpose(self, node, x, perm):
+        r = self.rank(node.args[0], node)
+        perm = [int(p) % r for p in perm]
+        if perm[0] != 0:
+            self.fail(node, f"a permutation {perm} that moves the batch dimension is not supported")
+        return self.emit("transpose", node, [self.act(node, x)], perm=lift_perm(perm))
+
+    def op_permute(self, node, b):
+        return self._transpose(node, b["self"], b["dims"])
+
+    def op_transpose(self, node, b):
+        r = self.rank(node.args[0], node)
+        perm = list(range(r))
+        a0, a1 = int(b["dim0"]) % r, int(b["dim1"]) % r
+        v = b["self"]
+        if r == 3 and {a0, a1} == {0, 1} and isinstance(v, _Act) and not v.layer_axis:
+            return _Act.of(str(v), batch_axis=1 - v.batch_axis)  # (N, T, F) <-> (T, N, F): the graph keeps N first
+        perm[a0], perm[a1] = perm[a1], perm[a0]
+        return self._transpose(node, b["self"], perm)
+
+    def op_swapaxes(self, node, b):
+        return self.op_transpose(node, {"self": b["self"], "dim0": b["axis0"], "dim1": b["axis1"]})
+
+    def _rnn(self, node, b, cell, gates):
+        if b["num_layers"] != 1 or b["bidirectional"] or not b["has_biases"]:
+            self.fail(node, "only a single-layer, unidirectional RNN with biases is supported")
+        v = b["input"]
+        if not isinstance(v, _Act) or v.layer_axis or v.batch_axis != (0 if b["batch_first"] else 1):
+            self.fail(node, "the input must be the (N, T, F) sequence (batch_first=True) or (T, N, F) "
+                            "(batch_first=False)")
+        hx = b["hx"] if isinstance(b["hx"], (list, tuple)) else [b["hx"]]
+        for h in hx:
+            if not isinstance(h, self.torch.Tensor) or bool(h.abs().max() > 0):
+                self.fail(node, "only a zero initial state is supported")
+        w_ih, w_hh, b_ih, b_hh = (self.const(node, t, "parameter") for t in b["params"])
+        hidden = w_hh.shape[1]
+        names = [self.wconst(f"{node.name}.{k}", t) for k, t in
+                 (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih), ("bias_hh", b_hh))]
+        seq = self.emit(cell, node, [str(v)] + names, hidden=int(hidden), last=False)
+        out = _Act.of(str(seq), batch_axis=v.batch_axis)
+        last = self.g.fresh(node.name + "_last")
+        self.g.add_tensor(last)
+        self.g.add_node(cell, node.name + "_last", [str(v)] + names, [last], hidden=int(hidden), last=True)
+        self.rnn_last[str(seq)] = last
+        state = _Act.of(last, layer_axis=True)
+        return (out, state, _Unused(node)) if gates == 4 else (out, state)
+
+    def op_lstm(self, node, b):
+        return self._rnn(node, b, "lstm", 4)
+
+    def op_gru(self, node, b):
+        return self._rnn(node, b, "gru", 3)
+
+    def op_select(self, node, b):
+        """x[-1] / x[0] of an RNN's (1, N, H) final state; the last step of an RNN's output sequence."""
+        v, r = b["self"], self.rank(node.args[0], node)
+        dim, index = int(b["dim"]) % r, int(b["index"])
+        if isinstance(v, _Act) and v.layer_axis and dim == 0 and index in (0, -1):
+            return _Act(str(v))
+        steps = _concrete(self.meta_shape(node.args[0])[dim]) if self.meta_shape(node.args[0]) else None
+        if isinstance(v, _Act) and str(v) in self.rnn_last and r == 3 and dim == 1 - v.batch_axis \
+                and index in (-1, (steps or 0) - 1):
+            return _Act(self.rnn_last[str(v)])
+        self.fail(node, "select is supported only for the last step of an RNN's output or its final state")
+
+    def op_channel_shuffle(self, node, b):
+        return self.emit("channel_shuffle", node, [self.act(node, b["self"])], groups=int(b["groups"]))
+
+    op_native_channel_shuffle = op_channel_shuffle
+
+    def _upsample(self, node, b, mode, coord, nearest="floor"):
+        x = self.act(node, b.get("input", b.get("self")))
+        one = self.rank(node.args[0], node) == 3
+        ys = self.meta_shape(node)
+        if ys is None or any(_concrete(d) is None for d in ys):
+            self.fail(node, "the output shape was not recorded in the exported program")
+        size = lift_shape([_concrete(d) for d in ys])[2:]
+        sf = b.get("scale_factors")
+        if sf:
+            sf = [float(v) for v in sf]
+            scales = (1.0, sf[0]) if one else (sf[0], sf[-1])
+        elif b.get("scales_h") is not None or b.get("scales_w") is not None:
+            scales = (b.get("scales_h"), b.get("scales_w"))
+        elif b.get("scales") is not None:
+            scales = (1.0, float(b["scales"]))
+        else:
+            scales = None
+        if mode == "bilinear" and b.get("align_corners"):
+            coord = "align_corners"
+        return self.emit("resize", node, [x], mode=mode, size=tuple(size), coord=coord, nearest=nearest,
+                         scales=scales)
+
+    def op_upsample_nearest2d(self, node, b):  # PyTorch 'nearest': src = floor(dst / scale)
+        return self._upsample(node, b, "nearest", "asymmetric")
+
+    def op__upsample_nearest_exact2d(self, node, b):  # 'nearest-exact': src = floor((dst + 0.5) / scale)
+        return self._upsample(node, b, "nearest", "half_pixel", "round_prefer_ceil")
+
+    def op_upsample_bilinear2d(self, node, b):  # align_corners=False: half-pixel centres
+        return self._upsample(node, b, "bilinear", "half_pixel")
+
+    op_upsample_nearest1d = op_upsample_nearest2d
+    op__upsample_nearest_exact1d = op__upsample_nearest_exact2d
+    op_upsample_linear1d = op_upsample_bilinear2d
 
     def _dense(self, node, x, w, bias, wname, bname):
         if w.ndim != 2:
@@ -676,7 +871,14 @@ class _Walker:
             ins.append(self.wconst(bname, bias))
         return self.emit("dense", node, ins)
 
+    def _flat_input(self, node):
+        r = self.rank(node.args[0], node)
+        if r > 2:
+            self.fail(node, f"a linear layer over the last axis of a {r}-D tensor is not supported; flatten the "
+                            "input to (N, F) first")
+
     def op_linear(self, node, b):
+        self._flat_input(node)
         w = self.const(node, b["weight"])
         bias = self.const(node, b["bias"], "bias") if b["bias"] is not None else None
         return self._dense(node, b["input"], w, bias, self.cname(self.fx_arg(node, 1), node, "weight"),
@@ -696,6 +898,7 @@ class _Walker:
         return self._dense(node, b["self"], w, None, f"{node.name}.weight", "")
 
     def op_matmul(self, node, b):
+        self._flat_input(node)
         w = self.const(node, b["other"])
         if w.ndim != 2:
             self.fail(node, "only a product with a constant 2-D matrix is supported")
@@ -705,7 +908,7 @@ class _Walker:
         x = self.act(node, b["self"])
         r = self.rank(node.args[0], node)
         d = int(b["dim"]) % r
-        return self.emit("softmax", node, [x], axis=-1 if d == r - 1 else d)
+        return self.emit("softmax", node, [x], axis=-1 if d == r - 1 else lift_axis(d, r))
 
     op__softmax = op_softmax
 
@@ -730,6 +933,8 @@ class _Walker:
         r = self.rank(node.args[0], node)
         if value not in (None, 0, 0.0):
             self.fail(node, f"padding with {value} is not supported; only zero padding")
+        if r == 3 and len(pad) == 2:  # a pad of L of an (N, C, L) tensor: of W of its (N, C, 1, L) form
+            r, pad = 4, pad + [0, 0]
         pad = pad + [0] * (4 - len(pad)) if len(pad) < 4 else pad
         if r != 4 or len(pad) > 4 and any(pad[4:]) or min(pad) < 0:
             self.fail(node, f"pad {pad} is not supported; only non-negative zero padding of H and W of NCHW")

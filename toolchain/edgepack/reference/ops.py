@@ -42,12 +42,19 @@ def _patches(x, kh, kw, strides, pads, dilations, fill):
     return pat, mask
 
 
-def conv2d_s8(x, w, bias, mult, shift, *, strides, pads, dilations, in_zp, out_zp, act_min, act_max, **_):
-    """acc[o] = bias[o] + sum over the window of (x - in_zp) * w[o, kh, kw, i]; padded taps add 0."""
+def conv2d_s8(x, w, bias, mult, shift, *, strides, pads, dilations, in_zp, out_zp, act_min, act_max, groups=1,
+              **_):
+    """acc[o] = bias[o] + sum over the window of (x - in_zp) * w[o, kh, kw, i]; padded taps add 0.
+
+    Grouped (``groups`` g > 1): w is (O, KH, KW, C/g) and output channel o reads the input channels
+    [k C/g, (k + 1) C/g) of its group k = o // (O/g)."""
     o, kh, kw, ci = w.shape
     pat, _ = _patches(np.asarray(x, np.int64) - in_zp, kh, kw, strides, pads, dilations, 0)
     n, oh, ow = pat.shape[:3]
-    acc = _exact_matmul(pat.reshape(n * oh * ow, -1), w.reshape(o, -1).T) + bias
+    og = o // groups
+    acc = np.concatenate([_exact_matmul(pat[..., k * ci:(k + 1) * ci].reshape(n * oh * ow, -1),
+                                        w[k * og:(k + 1) * og].reshape(og, -1).T) for k in range(groups)], axis=1)
+    acc = acc + bias
     return _finish(acc, mult, shift, out_zp, act_min, act_max).reshape(n, oh, ow, o)
 
 
@@ -67,9 +74,9 @@ def dense_s8(x, w, bias, mult, shift, *, in_zp, out_zp, act_min, act_max, **_):
     return _finish(acc, mult, shift, out_zp, act_min, act_max)
 
 
-def maxpool_s8(x, *, kernel, strides, pads, **_):
-    """Max over the in-bounds taps of each window (padding never wins)."""
-    pat, _ = _patches(np.asarray(x, np.int64), kernel[0], kernel[1], strides, pads, (1, 1), -129)
+def maxpool_s8(x, *, kernel, strides, pads, dilations=(1, 1), **_):
+    """Max over the in-bounds taps of each window (padding never wins); taps ``dilations`` apart."""
+    pat, _ = _patches(np.asarray(x, np.int64), kernel[0], kernel[1], strides, pads, dilations, -129)
     return pat.max(axis=(3, 4)).astype(np.int8)
 
 
@@ -122,3 +129,11 @@ OPS.update(_EXP_OPS)
 from .ops_sparse import OPS as _SPARSE_OPS, SPARSE_OPS  # noqa: E402, F401
 
 OPS.update(_SPARSE_OPS)
+
+from .ops_spatial import OPS as _SPATIAL_OPS  # noqa: E402
+
+OPS.update(_SPATIAL_OPS)
+
+from .ops_rnn import OPS as _RNN_OPS  # noqa: E402
+
+OPS.update(_RNN_OPS)

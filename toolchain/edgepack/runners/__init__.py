@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgepackError, check_batch
-from ..graph import Graph
+from ..graph import Graph, graph_to_model, io_spec, model_batch_axis, model_to_graph
 from . import emulator, host, reference
 
 TARGETS = {"reference": reference.run_raw, "host": host.run_raw, "emulator": emulator.run_raw}
@@ -30,27 +30,36 @@ class Model:
         self.inp = self.graph.tensors[self.graph.inputs[0]]
         self.outp = self.graph.tensors[self.graph.outputs[0]]
 
+    @staticmethod
+    def _float_shape(s):
+        """The float graph's shape (NCHW) of an integer-dialect (NHWC) tensor shape."""
+        return (s[0], s[3], s[1], s[2]) if len(s) == 4 else tuple(s)
+
     @property
     def input_shape(self):
-        """The model's own input shape (NCHW for images), batch 1."""
-        s = self.inp.shape
-        return (s[0], s[3], s[1], s[2]) if len(s) == 4 else tuple(s)
+        """The model's own input shape (NCHW for images, (N, C, L), NHWC for a model that permutes its input
+        first: ``meta["io"]``), batch 1."""
+        return io_spec(self.graph.meta, "input", self._float_shape(self.inp.shape))[0]
 
     def quantize_input(self, x: np.ndarray, source: str = "input") -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        want = self.input_shape[1:]
-        if x.shape == tuple(want):
-            x = x[None]
-        if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != tuple(want):
-            raise EdgepackError(f"{source}: input shape {tuple(x.shape)} does not match the model input "
-                                f"(N, {', '.join(map(str, want))})")
+        want = tuple(self.input_shape)
+        fshape = self._float_shape(self.inp.shape)
+        b = model_batch_axis(self.graph.meta, "input", fshape)
+        if x.shape == want[:b] + want[b + 1:]:
+            x = np.expand_dims(x, b)
+        if x.ndim != len(want) or x.shape[:b] + x.shape[b + 1:] != want[:b] + want[b + 1:]:
+            shown = ", ".join("N" if i == b else str(d) for i, d in enumerate(want))
+            raise EdgepackError(f"{source}: input shape {tuple(x.shape)} does not match the model input ({shown})")
+        x = model_to_graph(self.graph.meta, "input", fshape, x)
         if x.ndim == 4:
             x = x.transpose(0, 2, 3, 1)
         q = self.inp.quant
         return np.clip(np.round(x / q.scale) + q.zero_point, -128, 127).astype(np.int8)
 
     def raw_to_model_layout(self, raw: np.ndarray) -> np.ndarray:
-        return raw.transpose(0, 3, 1, 2) if raw.ndim == 4 else raw
+        y = raw.transpose(0, 3, 1, 2) if raw.ndim == 4 else raw
+        return graph_to_model(self.graph.meta, "output", self._float_shape(self.outp.shape), y)
 
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
         q = self.outp.quant
@@ -102,7 +111,8 @@ def run(out, x: np.ndarray, on: str = "host", source: str = "input", stats: dict
     m = Model(out)
     if check:
         check_unedited(m.out, on, allow_edited)
-    x = check_batch(np.asarray(x), source, "the input batch")
+    x = check_batch(np.asarray(x), source, "the input batch",
+                    batch_axis=model_batch_axis(m.graph.meta, "input", m._float_shape(m.inp.shape)))
     xq = m.quantize_input(x, source)
     raw_fn = TARGETS[on]
     raw = raw_fn(m, xq, counts_out=stats) if on == "emulator" else raw_fn(m, xq)

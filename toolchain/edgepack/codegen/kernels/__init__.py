@@ -1,5 +1,6 @@
 """Kernel templates, one module per op of the integer dialect (reference/ops.py, the binary ops of
-reference/ops_binary.py and the exponent-code ops of reference/ops_exp.py, the sparse-weight ops of reference/ops_sparse.py); "reshape" has no kernel.
+reference/ops_binary.py and the exponent-code ops of reference/ops_exp.py, the sparse-weight ops of reference/ops_sparse.py, the layout / resize / transposed-convolution
+ops of reference/ops_spatial.py, the RNNs of reference/ops_rnn.py); "reshape" has no kernel.
 
 Each module has PARAMS (argument names in order: the op's inputs in the reference function's positional
 order, then "y"), CONST (the read-only ones) and ``template(attrs, shapes) -> PrimFunc``.
@@ -29,3 +30,10 @@ KERNELS = {
     "conv2d_s8_bitmask": conv2d_s8_bitmask,
     "dense_s8_bitmask": dense_s8_bitmask,
 }
+
+from . import (conv_transpose2d_s8, gru_s8, lstm_s8, resize_bilinear_s8, resize_nearest_s8,  # noqa: E402
+               transpose_s8)
+
+KERNELS.update({"transpose_s8": transpose_s8, "resize_nearest_s8": resize_nearest_s8,
+                "resize_bilinear_s8": resize_bilinear_s8, "conv_transpose2d_s8": conv_transpose2d_s8,
+                "lstm_s8": lstm_s8, "gru_s8": gru_s8})
