@@ -214,7 +214,13 @@ def binary_case(draw, out_bits=True):
     iq = _q(rng)
     g.add_tensor("x", (1, h, w, c), "int8", quant=iq)
     g.add_tensor("xb", (1, h, w, cw), "uint32")
-    g.add_node("binarize_s8", "bin", ["x"], ["xb"], zp=iq.zero_point, channels=c)
+    if draw(st.booleans()):  # per-channel thresholds (learned RSign thresholds), extremes included
+        tq = rng.integers(-128, 129, c)
+        tq[rng.random(c) < 0.1] = rng.choice([-128, 128])
+    else:  # the plain sign: every threshold is the zero point
+        tq = np.full(c, iq.zero_point)
+    g.add_const("thresh_in", tq.astype(np.int16))
+    g.add_node("binarize_s8", "bin", ["x", "thresh_in"], ["xb"], channels=c)
     g.add_const("w", _pack(rng.random((o, kh, kw, c)) < 0.5))
     attrs = dict(channels=c, strides=(sh, sw), pads=pads, dilations=dil)
     k = kh * kw * c

@@ -214,7 +214,9 @@ FLOAT_OPS = {
                {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "group": 1}),
     "batchnorm": (["x", "gamma", "beta", "mean", "var"], {"eps": 1e-5}),
     "relu": (["x"], {}),
-    "sign": (["x"], {}),  # binary activation: +1 where x >= 0, else -1 (sign(0) is +1, unlike torch.sign)
+    # binary activation: +1 where x >= t, else -1 (sign(x - t), sign(0) is +1, unlike torch.sign); t: an optional
+    # constant threshold per channel (axis 1; (C,) after the frontend), 0 without it
+    "sign": (["x", "[t (C)]"], {}),
     "clip": (["x"], {"min": None, "max": None}),
     "conv_transpose2d": (["x", "w (I, O/group, KH, KW)", "[b (O)]"],
                          {"strides": (1, 1), "pads": (0, 0, 0, 0), "output_padding": (0, 0), "dilations": (1, 1),
@@ -249,6 +251,16 @@ RESIZE_COORDS = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corner
 
 def _conv_out(size, k, s, p0, p1, d=1):
     return (size + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def per_channel_shape(shape, x) -> bool:
+    """Whether a constant of ``shape`` broadcasts (numpy rules) against an activation of shape ``x`` as one value
+    per channel (axis 1) or one value for all."""
+    shape, x = tuple(shape), tuple(x)
+    if len(shape) > len(x):
+        return False
+    full = (1,) * (len(x) - len(shape)) + shape
+    return all(d == 1 or (i == 1 and d == x[1]) for i, d in enumerate(full))
 
 
 def infer_shapes(g: Graph, source: str = "model"):
@@ -356,7 +368,14 @@ def infer_shapes(g: Graph, source: str = "model"):
                 raise EdgepackError(f"{source}: node '{n.name}' (dense): input has {x[-1]} features, weight "
                                     f"expects {w[1]}")
             out = tuple(x[:-1]) + (w[0],)
-        else:  # elementwise: batchnorm, relu, sign, clip, softmax
+        elif n.op == "sign":
+            if len(n.inputs) > 1:
+                t = g.tensors[n.inputs[1]]
+                if not t.is_const or not per_channel_shape(t.shape, x):
+                    raise EdgepackError(f"{source}: node '{n.name}' (sign): the threshold {tuple(t.shape)} must be a "
+                                        f"constant per channel of the input {tuple(x)} (one value, or one per channel)")
+            out = x
+        else:  # elementwise: batchnorm, relu, clip, softmax
             out = x
         g.tensors[n.outputs[0]].shape = tuple(int(v) for v in out)
         g.tensors[n.outputs[0]].dtype = "float32"

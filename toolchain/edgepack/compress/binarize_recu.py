@@ -79,6 +79,8 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -86,13 +88,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "TauSchedule", "act_std_norm", "binarize", "binary_layers",
-           "export_ready", "quantile_clamp", "set_tau", "sign_approx", "sign_ste", "standardize_weight",
-           "train_binary"]
+__all__ = ["BinaryConv2d", "BinaryLinear", "DeadBinaryInputWarning", "TauSchedule", "act_std_norm", "binarize",
+           "binary_layers", "distill_loss", "export_ready", "init_thresholds", "quantile_clamp", "set_tau",
+           "sign_approx", "sign_ste", "standardize_weight", "train_binary"]
 
 METHODS = ("recu", "ste")
 ACT_GRADS = ("clipped", "approxsign")
 SCALES = ("closed", "learned")
+THRESHOLDS = ("learned", "none")
 _ALPHA_MIN = 1e-8  # a channel of all-zero weights still gets a positive (if useless) scale
 
 
@@ -196,7 +199,8 @@ def quantile_clamp(w_hat: torch.Tensor, tau: float, quantile: str = "empirical")
 
 
 # ---- layers ----------------------------------------------------------------------------------------------
-def _check_options(method: str, quantile: str, act_grad: str, scale: str, act_norm: bool) -> None:
+def _check_options(method: str, quantile: str, act_grad: str, scale: str, act_norm: bool,
+                   act_threshold: str = "none", standardize=None, clamp=None) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if quantile not in ("empirical", "laplace"):
@@ -205,33 +209,76 @@ def _check_options(method: str, quantile: str, act_grad: str, scale: str, act_no
         raise ValueError(f"act_grad must be one of {ACT_GRADS}, got {act_grad!r}")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    if method == "ste" and (act_grad != "clipped" or scale != "closed" or act_norm):
-        raise ValueError("act_grad, scale and act_norm are options of method='recu'; method='ste' is the plain "
-                         "BNN / XNOR-Net baseline (clipped STE, closed-form alpha, no act_norm)")
+    if act_threshold not in THRESHOLDS:
+        raise ValueError(f"act_threshold must be one of {THRESHOLDS}, got {act_threshold!r}")
+    if method == "ste" and (standardize or clamp):
+        raise ValueError("weight standardization and the quantile clamp are ReCU's own parts; method='ste' is the "
+                         "plain sign(w) baseline (use method='recu' with standardize= / clamp= to ablate them)")
+
+
+def _recu_parts(method: str, standardize, clamp) -> tuple:
+    """(standardize, clamp) of a layer: ReCU's own weight parts, both on for method='recu' unless switched off,
+    both off for method='ste'."""
+    if method == "ste":
+        return False, False
+    return (True if standardize is None else bool(standardize)), (True if clamp is None else bool(clamp))
 
 
 class _BinaryMixin:
-    """Shared weight path of BinaryConv2d / BinaryLinear. Attributes: method, quantile, act_grad, scale,
-    act_norm, buffer tau, and with scale='learned' the parameter learned_alpha (shape (out,))."""
+    """Shared weight and input path of BinaryConv2d / BinaryLinear. Attributes: method, quantile, act_grad,
+    scale, act_norm, act_threshold, standardize, clamp, binary_weights (False in the first step of the two-step
+    schedule: real weights), buffer tau; with scale='learned' the parameter learned_alpha (shape (out,)); with
+    act_threshold='learned' the parameter act_bias (b, shape (in,)) and the buffer act_bias_ready."""
 
     def _init_binary(self, method: str, tau: float, quantile: str, act_grad: str = "clipped",
-                     scale: str = "closed", act_norm: bool = False):
-        _check_options(method, quantile, act_grad, scale, act_norm)
+                     scale: str = "closed", act_norm: bool = False, act_threshold: str = "none",
+                     standardize=None, clamp=None):
+        _check_options(method, quantile, act_grad, scale, act_norm, act_threshold, standardize, clamp)
         self.method = method
         self.quantile = quantile
         self.act_grad = act_grad
         self.scale = scale
         self.act_norm = bool(act_norm)
+        self.act_threshold = act_threshold
+        self.standardize, self.clamp = _recu_parts(method, standardize, clamp)
+        self.binary_weights = True
         self.register_buffer("tau", torch.tensor(float(tau)))
+        w = self.weight
         if scale == "learned":
-            w = self.weight
             self.learned_alpha = nn.Parameter(torch.rand(w.shape[0], device=w.device, dtype=w.dtype))
         else:
             self.learned_alpha = None
+        if act_threshold == "learned":
+            n_in = self.in_channels if isinstance(self, nn.Conv2d) else self.in_features
+            self.act_bias = nn.Parameter(torch.zeros(n_in, device=w.device, dtype=w.dtype))
+            self.register_buffer("act_bias_ready", torch.tensor(False))
+        else:
+            self.act_bias = None
+
+    def _bias_view(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_bias.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+    @torch.no_grad()
+    def init_act_bias(self, x: torch.Tensor) -> None:
+        """RSign's data-dependent initialisation: b_c = mean of input channel c over the batch and positions
+        (a ReLU-fed channel that is not all zero gets b_c > 0, so sign(x - b_c) takes both values)."""
+        dims = (0,) + tuple(range(2, x.dim()))
+        self.act_bias.copy_(x.detach().mean(dim=dims).to(self.act_bias.dtype))
+        self.act_bias_ready.fill_(True)
+
+    def sign_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The tensor whose sign is the binary input: x - b (learned per-channel threshold, RSign) or x.
+        In training mode an uninitialised threshold is first initialised from x (:meth:`init_act_bias`)."""
+        if self.act_bias is None:
+            return x
+        if self.training and not bool(self.act_bias_ready):
+            self.init_act_bias(x)
+        return x - self._bias_view(x)
 
     def binary_input(self, x: torch.Tensor) -> torch.Tensor:
-        """sign(x) (sign(0) = +1) with the layer's activation gradient estimator (and, in training mode with
-        act_norm, the official per-sample std normalisation in front of it)."""
+        """sign(x - b) (sign(0) = +1; b the learned threshold, or 0) with the layer's activation gradient
+        estimator (and, in training mode with act_norm, the official per-sample std normalisation in front)."""
+        x = self.sign_input(x)
         if self.act_norm and self.training:
             x = act_std_norm(x)
         return sign_approx(x) if self.act_grad == "approxsign" else sign_ste(x)
@@ -246,16 +293,20 @@ class _BinaryMixin:
         return self
 
     def set_tau(self, tau: float) -> None:
-        """Set ReCU's tau (ignored by method='ste')."""
+        """Set ReCU's tau (used by the clamp only)."""
         if not 0.5 <= float(tau) <= 1.0:
             raise ValueError(f"ReCU tau must lie in [0.5, 1], got {tau}")
         self.tau.fill_(float(tau))
 
     def latent_weight(self) -> torch.Tensor:
-        """w' : the weight whose sign is taken (ReCU: standardized, then clamped to the quantiles)."""
-        if self.method == "ste":
-            return self.weight
-        return quantile_clamp(standardize_weight(self.weight), float(self.tau), self.quantile)
+        """w' : the weight whose sign is taken (ReCU: standardized, then clamped to the quantiles; each part
+        switchable; method='ste': w itself)."""
+        w = self.weight
+        if self.standardize:
+            w = standardize_weight(w)
+        if self.clamp:
+            w = quantile_clamp(w, float(self.tau), self.quantile)
+        return w
 
     def alpha(self, w_latent: torch.Tensor | None = None) -> torch.Tensor:
         """Per-output-channel scale, shape (out,): alpha_c = mean_i |w'_{c,i}| (scale='closed', > 0), or the
@@ -267,30 +318,40 @@ class _BinaryMixin:
         return w.abs().reshape(w.shape[0], -1).mean(dim=1).clamp_min(_ALPHA_MIN)
 
     def binary_weight(self) -> torch.Tensor:
-        """alpha_c * sign(w') (sign(0) = +1), differentiable through the STE and alpha."""
+        """alpha_c * sign(w') (sign(0) = +1), differentiable through the STE and alpha; the real weight w
+        while ``binary_weights`` is False (first step of the two-step schedule)."""
+        if not self.binary_weights:
+            return self.weight
         w = self.latent_weight()
         a = self.alpha(w).reshape((-1,) + (1,) * (w.dim() - 1))
         return a * sign_weight_ste(w)
 
     def extra_repr(self):
-        tail = (f", tau={float(self.tau):.4f}, quantile={self.quantile}, act_grad={self.act_grad}, "
-                f"scale={self.scale}, act_norm={self.act_norm}") if self.method == "recu" else ""
+        tail = (f", tau={float(self.tau):.4f}, quantile={self.quantile}" if self.clamp else "")
+        tail += (f", standardize={self.standardize}, clamp={self.clamp}, act_grad={self.act_grad}, "
+                 f"scale={self.scale}, act_norm={self.act_norm}, act_threshold={self.act_threshold}")
         return super().extra_repr() + f", method={self.method}{tail}"
 
 
+_LAYER_OPTS = ("method", "tau", "quantile", "act_grad", "scale", "act_norm", "act_threshold", "standardize",
+               "clamp")
+
+
 class BinaryConv2d(_BinaryMixin, nn.Conv2d):
-    """Conv2d with 1-bit input and weights: conv(sign(x), alpha_c * sign(w')) + bias (gradient estimators and
-    alpha per the options, see the module docstring).
+    """Conv2d with 1-bit input and weights: conv(sign(x - b), alpha_c * sign(w')) + bias (gradient estimators,
+    alpha and the threshold b per the options, see the module docstring). The constructor's defaults are the
+    plain layer (b = 0, clipped STE); :func:`binarize` applies the measured recipe.
 
     Zero padding pads the binarized input with 0 (not +-1), as F.conv2d does; edgepack's binary kernels
     handle such padding exactly."""
 
     def __init__(self, *args, method: str = "recu", tau: float = 0.85, quantile: str = "empirical",
-                 act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False, **kw):
+                 act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False,
+                 act_threshold: str = "none", standardize=None, clamp=None, **kw):
         super().__init__(*args, **kw)
         if self.padding_mode != "zeros":
             raise ValueError("BinaryConv2d supports padding_mode='zeros' only")
-        self._init_binary(method, tau, quantile, act_grad, scale, act_norm)
+        self._init_binary(method, tau, quantile, act_grad, scale, act_norm, act_threshold, standardize, clamp)
 
     def forward(self, x):
         return self._conv_forward(self.binary_input(x), self.binary_weight(), self.bias)
@@ -298,20 +359,21 @@ class BinaryConv2d(_BinaryMixin, nn.Conv2d):
     @classmethod
     def from_float(cls, m: nn.Conv2d, **opts):
         """A binary copy of ``m`` (its weights and bias, train / eval mode); ``opts`` as the constructor's
-        (method, tau, quantile, act_grad, scale, act_norm)."""
+        (method, tau, quantile, act_grad, scale, act_norm, act_threshold, standardize, clamp)."""
         return cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
                    dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
                    device=m.weight.device, dtype=m.weight.dtype, **opts)._copy_float(m)
 
 
 class BinaryLinear(_BinaryMixin, nn.Linear):
-    """Linear with 1-bit input and weights: linear(sign(x), alpha_c * sign(w')) + bias (options as
-    BinaryConv2d)."""
+    """Linear with 1-bit input and weights: linear(sign(x - b), alpha_c * sign(w')) + bias (options as
+    BinaryConv2d; the threshold is per input feature)."""
 
     def __init__(self, *args, method: str = "recu", tau: float = 0.85, quantile: str = "empirical",
-                 act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False, **kw):
+                 act_grad: str = "clipped", scale: str = "closed", act_norm: bool = False,
+                 act_threshold: str = "none", standardize=None, clamp=None, **kw):
         super().__init__(*args, **kw)
-        self._init_binary(method, tau, quantile, act_grad, scale, act_norm)
+        self._init_binary(method, tau, quantile, act_grad, scale, act_norm, act_threshold, standardize, clamp)
 
     def forward(self, x):
         return F.linear(self.binary_input(x), self.binary_weight(), self.bias)
@@ -330,7 +392,7 @@ def set_tau(model: nn.Module, tau: float) -> int:
     """Set tau on every ReCU layer of ``model``; return how many layers took it."""
     n = 0
     for m in model.modules():
-        if isinstance(m, _BINARY) and m.method == "recu":
+        if isinstance(m, _BINARY) and m.clamp:
             m.set_tau(tau)
             n += 1
     return n
@@ -364,10 +426,89 @@ def _execution_order(model: nn.Module, example_input, names: list) -> list:
     return order
 
 
+class DeadBinaryInputWarning(UserWarning):
+    """A binary layer reads a tensor that is never negative (ReLU, ReLU6, sigmoid, ...) and has no learned
+    threshold: sign(x) = +1 everywhere, the layer receives no information."""
+
+
+# ops whose output is never negative, and ops that keep a non-negative input non-negative
+_NONNEG_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid, nn.Softmax)
+_NONNEG_FUNCS = {F.relu, F.relu6, torch.relu, torch.sigmoid, F.sigmoid, F.softplus, F.hardsigmoid, torch.abs,
+                 torch.exp, F.softmax, torch.softmax, torch.square}
+_NONNEG_METHODS = {"relu", "relu_", "sigmoid", "abs", "exp", "softmax", "square"}
+_KEEP_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Dropout,
+                 nn.Identity, nn.Upsample)
+_KEEP_FUNCS = {torch.flatten, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+               F.dropout, torch.cat, torch.add, torch.mul, torch.mean, F.interpolate, operator.add, operator.mul,
+               operator.getitem}
+_KEEP_METHODS = {"flatten", "view", "reshape", "contiguous", "mean", "permute", "transpose", "add", "mul",
+                 "clone", "detach"}
+
+
+def _clip_nonneg(node) -> bool:
+    """F.hardtanh / clamp / clip with a lower bound >= 0."""
+    lo = None
+    if node.op == "call_function" and node.target in (F.hardtanh, torch.clamp, torch.clip):
+        lo = node.kwargs.get("min_val", node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None))
+    elif node.op == "call_method" and node.target in ("clamp", "clip", "clamp_min"):
+        lo = node.kwargs.get("min", node.args[1] if len(node.args) > 1 else None)
+    return isinstance(lo, (int, float)) and lo >= 0
+
+
+def _nonnegative_feeders(model: nn.Module, names: list) -> dict | None:
+    """For each module name whose (first) input is never negative by construction: name -> the op that makes
+    it so (e.g. "b1.2 (ReLU)"). Found by tracing the model with torch.fx; None when it cannot be traced."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception:
+        return None
+    mods = dict(model.named_modules())
+    memo = {}
+
+    def why(node):
+        """A description of the op that makes ``node`` non-negative, or None."""
+        if not isinstance(node, torch.fx.Node):
+            return None
+        if node in memo:
+            return memo[node]
+        memo[node] = None
+        r = None
+        args = [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, torch.fx.Node)]
+        if node.op == "call_module":
+            m = mods.get(node.target)
+            if isinstance(m, _NONNEG_MODULES) or (isinstance(m, nn.Hardtanh) and m.min_val >= 0):
+                r = f"{node.target} ({type(m).__name__})"
+            elif isinstance(m, _KEEP_MODULES) and args:
+                r = why(args[0])
+        elif node.op == "call_function" and (node.target in _NONNEG_FUNCS or _clip_nonneg(node)):
+            r = f"{node.name} ({getattr(node.target, '__name__', node.target)})"
+        elif node.op == "call_method" and (node.target in _NONNEG_METHODS or _clip_nonneg(node)):
+            r = f"{node.name} (.{node.target}())"
+        elif ((node.op == "call_function" and node.target in _KEEP_FUNCS)
+              or (node.op == "call_method" and node.target in _KEEP_METHODS)) and args:
+            if node.target in (operator.getitem,) or node.target in ("view", "reshape", "flatten", "permute",
+                                                                     "transpose", "contiguous", "clone",
+                                                                     "detach", "mean"):
+                r = why(args[0])
+            else:
+                parts = [why(a) for a in args]
+                r = parts[0] if all(parts) else None
+        memo[node] = r
+        return r
+
+    out = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in names and node.args:
+            r = why(node.args[0])
+            if r:
+                out[node.target] = r
+    return out
+
+
 def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu",
              skip: Iterable[str] | None = None, example_input=None, tau: float = 0.85,
-             quantile: str = "empirical", act_grad: str = "clipped", scale: str = "closed",
-             act_norm: bool = False):
+             quantile: str = "laplace", act_grad: str = "approxsign", scale: str = "closed",
+             act_norm: bool = True, act_threshold: str = "learned", standardize=None, clamp=None):
     """Replace the model's nn.Conv2d / nn.Linear modules by BinaryConv2d / BinaryLinear in place.
 
     Weights and biases are copied. With ``first_last_int8`` (default) the first and the last layer stay full
@@ -379,13 +520,24 @@ def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu
     Also left alone: names in ``skip``, grouped (depthwise) convolutions (no binary grouped kernel), and
     convolutions with a padding_mode other than 'zeros'.
 
-    ``tau``, ``quantile``, ``act_grad``, ``scale``, ``act_norm``: the layers' options (module docstring; all
-    but tau's value are ReCU options, and method='ste' accepts only their defaults).
+    The defaults are the recipe measured best (examples/binary_resnet.py): ReCU (standardization, Laplace
+    quantile clamp, tau schedule), ApproxSign activation gradient, the official per-sample activation
+    normalisation, closed-form alpha, and a learned per-channel threshold before every sign
+    (``act_threshold="learned"``: sign(x - b_c), ReActNet's RSign; b_c starts at the mean of input channel c
+    over the first training batch, so a binary layer fed by a ReLU sees both signs). With
+    ``act_threshold="none"`` a binary layer whose input is never negative by construction (ReLU, ReLU6,
+    sigmoid, ... found by tracing the model with torch.fx) gets a :class:`DeadBinaryInputWarning` naming it.
+
+    ``tau``, ``quantile``, ``act_grad``, ``scale``, ``act_norm``, ``act_threshold``, ``standardize``,
+    ``clamp``: the layers' options (module docstring). ``method="ste"`` is the sign(w) baseline on the same
+    activation path (ReCU's own standardization and clamp off); ``standardize`` / ``clamp`` switch ReCU's
+    parts off one at a time (default: on for ReCU).
 
     Returns ``(model, names)`` with the names of the binarized modules, in the order used.
     """
-    _check_options(method, quantile, act_grad, scale, act_norm)
-    opts = dict(method=method, tau=tau, quantile=quantile, act_grad=act_grad, scale=scale, act_norm=act_norm)
+    _check_options(method, quantile, act_grad, scale, act_norm, act_threshold, standardize, clamp)
+    opts = dict(method=method, tau=tau, quantile=quantile, act_grad=act_grad, scale=scale, act_norm=act_norm,
+                act_threshold=act_threshold, standardize=standardize, clamp=clamp)
     skip = set(skip or ())
     cands = [n for n, m in model.named_modules()
              if type(m) in (nn.Conv2d, nn.Linear) and n]
@@ -393,20 +545,74 @@ def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu
         cands = _execution_order(model, example_input, cands)
     if first_last_int8:
         cands = cands[1:-1]
-    done = []
+    chosen = []
     for name in cands:
         m = model.get_submodule(name)
-        if name in skip:
+        if name in skip or (isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros")):
             continue
-        if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or m.padding_mode != "zeros":
-                continue
-            new = BinaryConv2d.from_float(m, **opts)
-        else:
-            new = BinaryLinear.from_float(m, **opts)
-        _set_submodule(model, name, new)
-        done.append(name)
-    return model, done
+        chosen.append(name)
+    if act_threshold == "none" and chosen:
+        for name, src in (_nonnegative_feeders(model, chosen) or {}).items():
+            warnings.warn(f"binarize: layer '{name}' reads '{src}', which is never negative: sign(x) = +1 "
+                          "everywhere and the layer gets no information; keep act_threshold='learned' (the "
+                          "default) or feed it a signed tensor (e.g. drop that ReLU)", DeadBinaryInputWarning,
+                          stacklevel=2)
+    for name in chosen:
+        m = model.get_submodule(name)
+        cls = BinaryConv2d if isinstance(m, nn.Conv2d) else BinaryLinear
+        _set_submodule(model, name, cls.from_float(m, **opts))
+    return model, chosen
+
+
+def _first_inputs(data, n: int = 256):
+    """Up to ``n`` inputs from the head of the training data ((x, y) arrays or tensors, a Dataset or a
+    DataLoader), as one tensor: the same examples on every rank."""
+    from torch.utils.data import DataLoader, Dataset
+
+    if isinstance(data, DataLoader):
+        data = data.dataset
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x = data[0][:n]
+        return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if isinstance(data, Dataset):
+        items = [data[i][0] for i in range(min(n, len(data)))]
+        return torch.stack([torch.as_tensor(v) for v in items])
+    raise TypeError("data must be (x, y) arrays, a Dataset or a DataLoader")
+
+
+@torch.no_grad()
+def init_thresholds(model: nn.Module, x, force: bool = False) -> list:
+    """Initialise the learned thresholds (RSign) of ``model``'s binary layers from the statistics of their
+    inputs on the batch ``x``: b_c = mean over the batch and positions of input channel c. Layers already
+    initialised are kept unless ``force``. One forward pass in training mode with batchnorm statistics left
+    unchanged. Returns the names of the layers initialised."""
+    todo = {n: m for n, m in model.named_modules() if isinstance(m, _BINARY) and m.act_bias is not None
+            and (force or not bool(m.act_bias_ready))}
+    if not todo:
+        return []
+    done, hooks = [], []
+    for name, m in todo.items():
+        def hook(mod, args, name=name):
+            if name not in done:
+                mod.init_act_bias(args[0])
+                done.append(name)
+        hooks.append(m.register_forward_pre_hook(hook))
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    was = model.training
+    try:
+        for m in bns:
+            m.momentum = 0.0  # batch statistics for the forward, running statistics unchanged
+        model.train()
+        dev = next(model.parameters()).device
+        model(torch.as_tensor(x).to(dev))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mom in saved:
+            m.momentum = mom
+        model.train(was)
+    return done
 
 
 # ---- training -------------------------------------------------------------------------------------------
@@ -432,11 +638,28 @@ class TauSchedule:
         return self.A * math.exp(t / self.total_steps) + self.B
 
 
+def distill_loss(out: torch.Tensor, y: torch.Tensor, t_out: torch.Tensor, weight: float = 1.0,
+                 temperature: float = 1.0) -> torch.Tensor:
+    """Knowledge distillation from a float teacher's logits ``t_out``:
+
+        L = (1 - weight) * CE(out, y) + weight * T^2 * KL(softmax(t_out / T) || softmax(out / T))
+
+    weight = 1, T = 1 is ReActNet's distributional loss (Liu et al., ECCV 2020: the student matches the
+    teacher's output distribution, no labels); weight = 0 is plain cross entropy."""
+    T = float(temperature)
+    kl = F.kl_div(F.log_softmax(out / T, dim=1), F.log_softmax(t_out.detach() / T, dim=1), log_target=True,
+                  reduction="batchmean") * (T * T)
+    if weight >= 1.0:
+        return kl
+    return (1.0 - weight) * F.cross_entropy(out, y) + weight * kl
+
+
 def train_binary(model: nn.Module, x, y=None, epochs: int = 4, batch: int = 64, lr: float = 3e-3,
                  method: str | None = None, seed: int = 0, progress: bool = True, tau_start: float = 0.85,
                  tau_end: float = 0.99, sched: str = "cosine", weight_decay: float = 0.0,
                  checkpoint: str | None = None, checkpoint_every: int | None = None,
-                 on_step=None) -> nn.Module:
+                 on_step=None, teacher: nn.Module | None = None, distill_weight: float = 1.0,
+                 distill_temperature: float = 1.0, two_step: float = 0.0) -> nn.Module:
     """Train ``model`` (binary or float) with Adam and a per-step LR schedule; return it in eval mode.
 
     ``x``, ``y``: numpy arrays or tensors (inputs, int64 labels); or ``x`` a Dataset / DataLoader of (input,
@@ -444,85 +667,145 @@ def train_binary(model: nn.Module, x, y=None, epochs: int = 4, batch: int = 64, 
     mapped onto [0, T] so that the last step trains at tau_end (which the model keeps afterwards); "ste" and
     "float" schedule nothing; None picks "recu" when the model has ReCU layers. ``sched``: "cosine" (cosine
     annealing to 0 over all steps) or "onecycle" (torch's OneCycleLR, as examples/mnist_common.train). Loss:
-    cross entropy. Progress per epoch on stderr. The same seed gives the same batch order whatever the model,
-    so models compare on one budget.
+    cross entropy, or with a ``teacher`` (the float model, kept in eval mode) :func:`distill_loss` with
+    ``distill_weight`` and ``distill_temperature``. Progress per epoch on stderr. The same seed gives the same
+    batch order whatever the model, so models compare on one budget.
+
+    Learned thresholds (RSign) not yet initialised are initialised first (:func:`init_thresholds`) from the
+    first 256 training inputs (the same on every rank).
+
+    ``two_step`` (a fraction in [0, 1)): the two-step schedule (Martinez et al., ICLR 2020; ReActNet):
+    the first round(two_step * epochs) epochs train binary activations with real weights, the remaining
+    epochs train the fully binary model (tau scheduled over those), each with its own optimizer and LR
+    schedule; 0 trains the binary model throughout.
 
     Runs through :func:`edgepack.compress.distributed.train_loop`: one process by default; under ``torchrun``
     data-parallel (DDP, DistributedSampler; ``batch`` is per rank, global batch = batch x world size). tau
     comes from the global step, the same on every rank. ``checkpoint``: a path rank 0 writes every
     ``checkpoint_every`` steps (default every epoch) and that a restarted run resumes from (same seed and world
-    size: the same final weights as an uninterrupted run). ``on_step(step, steps, module)``: called before
-    every optimizer step, after tau is set.
+    size: the same final weights as an uninterrupted run; the first step of a two-step run uses
+    ``checkpoint + ".step1"``). ``on_step(step, steps, module)``: called before every optimizer step, after tau
+    is set.
     """
     from . import distributed as D
 
-    has_recu = any(isinstance(m, _BINARY) and m.method == "recu" for m in model.modules())
+    has_recu = any(isinstance(m, _BINARY) and m.clamp for m in model.modules())
     if method is None:
         method = "recu" if has_recu else "float"
     if method not in ("recu", "ste", "float"):
         raise ValueError(f"method must be 'recu', 'ste', 'float' or None, got {method!r}")
     if sched not in ("cosine", "onecycle"):
         raise ValueError(f"sched must be 'cosine' or 'onecycle', got {sched!r}")
+    if not 0.0 <= float(two_step) < 1.0:
+        raise ValueError(f"two_step must be a fraction in [0, 1), got {two_step}")
     data = x if y is None else (x, y)
-    state = {}
+    init_thresholds(model, _first_inputs(data))
+    layers = [m for m in model.modules() if isinstance(m, _BINARY)]
+    e1 = int(round(float(two_step) * epochs)) if layers else 0
+    e1 = min(e1, epochs - 1) if epochs > 1 else 0
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
 
-    def step_hook(step, steps, module):
-        if method == "recu":
-            if "taus" not in state:
-                state["taus"] = TauSchedule(tau_start, tau_end, steps)
-            state["tau"] = state["taus"](step * steps / max(steps - 1, 1))
-            set_tau(module, state["tau"])
-        if on_step is not None:
-            on_step(step, steps, module)
+        def loss_fn(out, yb, t_out):
+            return distill_loss(out, yb, t_out, distill_weight, distill_temperature)
+    else:
+        loss_fn = F.cross_entropy
 
-    def report(rec):
-        tail = f", tau {state['tau']:.4f}" if "tau" in state else ""
-        return f"[{method}] epoch {rec['epoch']}/{epochs}: loss {rec['loss']:.4f}, train acc {rec['acc']:.4f}{tail}"
+    def phase(n_epochs, binary_weights, tag, ckpt):
+        for m in [m for m in model.modules() if isinstance(m, _BINARY)]:
+            m.binary_weights = binary_weights
+        state = {}
+        tau_on = method == "recu" and binary_weights
 
-    model, _ = D.train_loop(model, data, F.cross_entropy, epochs=epochs, batch=batch, lr=lr, seed=seed,
-                            scheduler=sched, on_step=step_hook, weight_decay=weight_decay,
-                            checkpoint_path=checkpoint, checkpoint_every=checkpoint_every,
-                            progress=progress, tag=method, report=report)
+        def step_hook(step, steps, module):
+            if tau_on:
+                if "taus" not in state:
+                    state["taus"] = TauSchedule(tau_start, tau_end, steps)
+                state["tau"] = state["taus"](step * steps / max(steps - 1, 1))
+                set_tau(module, state["tau"])
+            if on_step is not None:
+                on_step(step, steps, module)
+
+        def report(rec):
+            tail = f", tau {state['tau']:.4f}" if "tau" in state else ""
+            return (f"[{tag}] epoch {rec['epoch']}/{n_epochs}: loss {rec['loss']:.4f}, "
+                    f"train acc {rec['acc']:.4f}{tail}")
+
+        out, _ = D.train_loop(model, data, loss_fn, epochs=n_epochs, batch=batch, lr=lr, seed=seed,
+                              scheduler=sched, on_step=step_hook, weight_decay=weight_decay,
+                              checkpoint_path=ckpt, checkpoint_every=checkpoint_every,
+                              progress=progress, tag=tag, report=report, teacher=teacher)
+        return out
+
+    if e1 > 0:
+        model = phase(e1, False, f"{method} step 1: real weights", None if checkpoint is None
+                      else f"{checkpoint}.step1")
+    model = phase(epochs - e1, True, method if e1 == 0 else f"{method} step 2", checkpoint)
     if method == "recu":
         set_tau(model, tau_end)
     return model.eval()
 
 
 # ---- deployment ------------------------------------------------------------------------------------------
-class DeployBinaryConv2d(nn.Module):
-    """Exported form of a binary conv: F.conv2d(torch.sign(x), W, b) with W's entries in {+a_c, -a_c}.
+class _DeployInput:
+    """sign(x - b) of a deployed binary layer as ``torch.sign(x + shift)``, shift = -b a constant buffer (an
+    add of a per-channel constant right before the sign, which edgepack folds into the layer's integer
+    thresholds), or ``torch.sign(x)`` without a threshold."""
+
+    def _init_shift(self, threshold, rank):
+        if threshold is None:
+            self.register_buffer("shift", None)
+        else:
+            self.register_buffer("shift", (-threshold.detach().clone()).reshape((1, -1) + (1,) * (rank - 2)))
+
+    def _sign(self, x):
+        return torch.sign(x if self.shift is None else x + self.shift)
+
+    @property
+    def threshold(self):
+        return None if self.shift is None else -self.shift.reshape(-1)
+
+
+class DeployBinaryConv2d(_DeployInput, nn.Module):
+    """Exported form of a binary conv: F.conv2d(torch.sign(x + shift), W, b) with W's entries in {+a_c, -a_c}
+    and shift = -b (the learned threshold; no add without one).
 
     Note: torch.sign(0) = 0 while training used sign(0) = +1; edgepack's importer reads this Sign as
     sign(0) = +1, so the built model matches the trained one exactly; run in PyTorch the two differ only
-    where an input is exactly 0."""
+    where an input is exactly 0 (exactly at its threshold)."""
 
-    def __init__(self, weight, bias, stride, padding, dilation, groups, method="", tau=None):
+    def __init__(self, weight, bias, stride, padding, dilation, groups, method="", tau=None, threshold=None):
         super().__init__()
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self._init_shift(threshold, 4)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.method, self.tau = method, tau
 
     def forward(self, x):
-        return F.conv2d(torch.sign(x), self.weight, self.bias, self.stride, self.padding, self.dilation,
+        return F.conv2d(self._sign(x), self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
     def extra_repr(self):
-        return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, method={self.method}"
+        return (f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, method={self.method}, "
+                f"threshold={'learned' if self.shift is not None else 'none'}")
 
 
-class DeployBinaryLinear(nn.Module):
-    """Exported form of a binary linear layer: F.linear(torch.sign(x), W, b), W's entries in {+a_c, -a_c}
-    (same sign(0) note as DeployBinaryConv2d)."""
+class DeployBinaryLinear(_DeployInput, nn.Module):
+    """Exported form of a binary linear layer: F.linear(torch.sign(x + shift), W, b), W's entries in
+    {+a_c, -a_c} (same threshold and sign(0) notes as DeployBinaryConv2d)."""
 
-    def __init__(self, weight, bias, method="", tau=None):
+    def __init__(self, weight, bias, method="", tau=None, threshold=None):
         super().__init__()
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self._init_shift(threshold, 2)
         self.method, self.tau = method, tau
 
     def forward(self, x):
-        return F.linear(torch.sign(x), self.weight, self.bias)
+        return F.linear(self._sign(x), self.weight, self.bias)
 
     def extra_repr(self):
         return f"{tuple(self.weight.shape)}, method={self.method}"
@@ -539,22 +822,26 @@ def _materialise(m) -> torch.Tensor:
 
 def export_ready(model: nn.Module) -> nn.Module:
     """A deploy copy (eval mode) for torch.export / ONNX: every BinaryConv2d / BinaryLinear becomes
-    DeployBinaryConv2d / DeployBinaryLinear computing ``F.conv2d(torch.sign(x), W_const, bias_const, ...)``
-    (or ``F.linear``), W_const a buffer whose entries are exactly +alpha_c or -alpha_c per output channel
-    (the trained binary weight at the layer's current tau, zeros of w' mapped to +alpha_c; a learned alpha
-    is folded into W, so the row holds +-|alpha_c|). The exported
-    graph of such a layer is: sign -> conv (or linear) with two-valued weights -> bias. ``model`` itself is
-    left unchanged."""
+    DeployBinaryConv2d / DeployBinaryLinear computing ``F.conv2d(torch.sign(x + shift), W_const, bias_const,
+    ...)`` (or ``F.linear``), W_const a buffer whose entries are exactly +alpha_c or -alpha_c per output
+    channel (the trained binary weight at the layer's current tau, zeros of w' mapped to +alpha_c; a learned
+    alpha is folded into W, so the row holds +-|alpha_c|) and shift = -b the learned threshold (left out
+    without one). The exported graph of such a layer is: [add] -> sign -> conv (or linear) with two-valued
+    weights -> bias. ``model`` itself is left unchanged."""
     dep = copy.deepcopy(model).eval()
     for name, m in list(dep.named_modules()):
         if not isinstance(m, _BINARY):
             continue
+        if not m.binary_weights:
+            raise ValueError(f"export_ready: layer '{name}' still has real weights (first step of the two-step "
+                             "schedule); train its second step first")
         W = _materialise(m)
-        tau = float(m.tau) if m.method == "recu" else None
+        tau = float(m.tau) if m.clamp else None
+        b = m.act_bias if m.act_bias is not None else None
         if isinstance(m, BinaryConv2d):
-            new = DeployBinaryConv2d(W, m.bias, m.stride, m.padding, m.dilation, m.groups, m.method, tau)
+            new = DeployBinaryConv2d(W, m.bias, m.stride, m.padding, m.dilation, m.groups, m.method, tau, b)
         else:
-            new = DeployBinaryLinear(W, m.bias, m.method, tau)
+            new = DeployBinaryLinear(W, m.bias, m.method, tau, b)
         if name:
             _set_submodule(dep, name, new)
         else:
@@ -564,21 +851,25 @@ def export_ready(model: nn.Module) -> nn.Module:
 
 def binary_layers(model: nn.Module) -> list:
     """The binary layers of a training model (BinaryConv2d / BinaryLinear) or of its export_ready() copy,
-    in module order: a list of dicts {name, kind ("conv2d" | "linear"), method, tau (None for ste),
-    alpha (float32 numpy array, one scale per output channel: |alpha_c|, the magnitude of W's row c)}."""
+    in module order: a list of dicts {name, kind ("conv2d" | "linear"), method, tau (None without the clamp),
+    alpha (float32 numpy array, one scale per output channel: |alpha_c|, the magnitude of W's row c),
+    threshold (float32 numpy array b, one per input channel, or None)}."""
     out = []
     for name, m in model.named_modules():
         if isinstance(m, _BINARY):
             with torch.no_grad():
                 a = m.alpha().abs()
             kind = "conv2d" if isinstance(m, BinaryConv2d) else "linear"
-            tau = float(m.tau) if m.method == "recu" else None
+            tau = float(m.tau) if m.clamp else None
+            thr = m.act_bias
         elif isinstance(m, (DeployBinaryConv2d, DeployBinaryLinear)):
             a = m.weight.abs().reshape(m.weight.shape[0], -1)[:, 0]  # |W| is alpha_c throughout row c
             kind = "conv2d" if isinstance(m, DeployBinaryConv2d) else "linear"
             tau = m.tau
+            thr = m.threshold
         else:
             continue
         out.append({"name": name, "kind": kind, "method": m.method, "tau": tau,
-                    "alpha": a.detach().cpu().numpy().astype(np.float32)})
+                    "alpha": a.detach().cpu().numpy().astype(np.float32),
+                    "threshold": None if thr is None else thr.detach().cpu().numpy().astype(np.float32)})
     return out

@@ -497,7 +497,7 @@ def train_loop(model: nn.Module, data, loss_fn=None, epochs: int = 1, batch: int
                seed: int = 0, optimizer=None, scheduler="cosine", on_step=None, extra_loss=None,
                checkpoint_path=None, checkpoint_every: int | None = None, resume_from: bool = True,
                progress: bool = True, tag: str = "train", sync_bn: bool | None = None,
-               weight_decay: float = 0.0, report=None) -> tuple[nn.Module, list]:
+               weight_decay: float = 0.0, report=None, teacher: nn.Module | None = None) -> tuple[nn.Module, list]:
     """Train ``model`` on ``data`` (see :func:`loader`) for ``epochs`` epochs, in one process or data-parallel
     under torchrun (module docstring). Returns (the trained module, unwrapped and in eval mode, one dict per
     epoch: loss and accuracy averaged over all ranks).
@@ -513,6 +513,8 @@ def train_loop(model: nn.Module, data, loss_fn=None, epochs: int = 1, batch: int
       and at the end; with ``resume_from`` an existing checkpoint there is resumed (same seed and world size
       give bit-identical weights to an uninterrupted run).
     * ``report(epoch_record) -> str``: the progress line (rank 0, stderr, once per epoch).
+    * ``teacher``: a module (e.g. the float model for distillation) run in eval mode without gradients on
+      every minibatch; the loss is then ``loss_fn(out, y, teacher(x))``.
     ``batch`` is per rank: global batch = batch x world size. Progress is printed by rank 0 only."""
     env = dist_env()
     torch.manual_seed(seed)
@@ -521,6 +523,8 @@ def train_loop(model: nn.Module, data, loss_fn=None, epochs: int = 1, batch: int
     if env.device.type == "cuda":
         inner.to(env.device)
     dev = next(inner.parameters()).device
+    if teacher is not None:
+        teacher.to(dev).eval()
     dl = loader(data, batch, seed, 0)
     per_epoch = len(dl)
     steps = max(1, epochs * per_epoch)
@@ -587,7 +591,12 @@ def train_loop(model: nn.Module, data, loss_fn=None, epochs: int = 1, batch: int
                 on_step(step, steps, inner)
             opt.zero_grad(set_to_none=True)
             out = net(xb)
-            loss = loss_fn(out, yb)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(xb)
+                loss = loss_fn(out, yb, t_out)
+            else:
+                loss = loss_fn(out, yb)
             if extra_loss is not None:
                 loss = loss + extra_loss(inner)
             loss.backward()

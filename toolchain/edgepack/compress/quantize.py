@@ -108,11 +108,22 @@ def binary_weights(w: np.ndarray, rtol: float = 1e-4):
     return a, w < 0
 
 
+def _sign_threshold(g, n, c) -> np.ndarray:
+    """The threshold t of sign node ``n`` (sign(x - t)), as (c,) float64: zeros without one."""
+    if n.op != "sign":
+        return None
+    if len(n.inputs) < 2:
+        return np.zeros(c)
+    return np.broadcast_to(np.asarray(g.const(n.inputs[1]), np.float64).reshape(-1), (c,)).copy()
+
+
 def _lower_binary(g, q, n, x, packed, qp, add_act, fuse_output):
     """A conv2d / dense whose input is sign()ed: XNOR-popcount layer (design section 4).
 
-    Output as bits (bconv2d_b1) when every consumer is a sign: y_o = a_o * dot + b_o < 0 <=> dot < T_o with
-    T_o = ceil(-b_o / a_o) (BN already folded into a and b; a > 0, sign flips live in the weight bits).
+    Output as bits (bconv2d_b1) when every consumer is a sign with the same threshold t (0 without one):
+    y_o = a_o * dot + b_o < t_o <=> dot < T_o with T_o = ceil((t_o - b_o) / a_o) (BN already folded into a
+    and b, a relu / clip before a threshold inside its range already dropped by the frontend; a > 0, sign flips
+    live in the weight bits).
     Otherwise int8 (bconv2d_b1_s8): acc = (dot << S) + round(b * 2^S / a), requantized by a / (2^S s_out).
     A dense layer reads its packed input (1, H, W, Cw) as one full-size window, so flatten costs nothing.
     """
@@ -148,8 +159,10 @@ def _lower_binary(g, q, n, x, packed, qp, add_act, fuse_output):
     cons = g.consumers(out)
     common = dict(channels=c, alpha=alpha.tolist(), folded_bn=n.attrs.get("folded_bn"), weight_format="binary",
                   **attrs)
-    if cons and out not in g.outputs and all(cn.op == "sign" for cn in cons):
-        thresh = np.clip(np.ceil(-b / alpha), -k - 1, k + 1).astype(np.int32)
+    t = _sign_threshold(g, cons[0], o) if cons else None
+    if cons and out not in g.outputs and all(cn.op == "sign" and np.array_equal(_sign_threshold(g, cn, o), t)
+                                             for cn in cons):
+        thresh = np.clip(np.ceil((t - b) / alpha), -k - 1, k + 1).astype(np.int32)
         oh, ow = (fshape[2], fshape[3]) if n.op == "conv2d" else (1, 1)
         q.add_tensor(out, (1, oh, ow, (o + 31) // 32), "uint32")
         packed[out] = {"channels": o, "hw": (oh, ow)}
@@ -303,7 +316,11 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
             pname = out
             q.add_tensor(pname, (1,) + hw + ((c + 31) // 32,), "uint32")
             packed[pname] = {"channels": c, "hw": hw}
-            q.add_node("binarize_s8", n.name, [x], [pname], zp=qp[x].zero_point, channels=c)
+            iq = qp[x]
+            t = _sign_threshold(g, n, c)
+            # x - t >= 0 <=> s (q - zp) >= t <=> q >= zp + ceil(t / s): bit 1 (-1) where q < that
+            tq = np.clip(iq.zero_point + np.ceil(t.astype(np.float64) / iq.scale), -128, 128).astype(np.int16)
+            q.add_node("binarize_s8", n.name, [x, q.add_const(f"{n.name}_thresh", tq)], [pname], channels=c)
             continue
         if n.op in ("flatten", "reshape") and x in packed:
             alias[out] = x  # packed bits stay (1, H, W, Cw); the binary dense reads them as a full-size window

@@ -94,6 +94,7 @@ def finish_graph(g: Graph, source: str, fold_bn: bool = True) -> Graph:
     if fold_bn:
         fold_batchnorm(g, source=source)
         _check_finite(g, source, "after folding its batchnorm (a negative or NaN running variance?)")
+    _sign_thresholds(g)
     if _simplify_reshapes(g) | fold_transposes(g):
         infer_shapes(g, source=source)
         _simplify_reshapes(g)
@@ -171,7 +172,9 @@ def _relu_from_clip(g: Graph):
 
 
 def _fold_const_adds(g: Graph, source: str):
-    """An ``add`` of a constant right after a conv2d/dense (its only user) becomes (part of) its bias."""
+    """An ``add`` of a constant right after a conv2d/dense (its only user) becomes (part of) its bias; one whose
+    every consumer is a sign becomes their threshold: sign(x + c) = sign(x - t) with t = -c (a learned
+    binary-layer threshold, ReActNet's RSign, exported by binarize_recu.export_ready)."""
     keep = []
     for n in g.nodes:
         if n.op != "add" or not any(g.tensors[t].is_const for t in n.inputs):
@@ -179,6 +182,12 @@ def _fold_const_adds(g: Graph, source: str):
             continue
         consts = [t for t in n.inputs if g.tensors[t].is_const]
         acts = [t for t in n.inputs if not g.tensors[t].is_const]
+        signs = g.consumers(n.outputs[0]) if len(acts) == 1 else []
+        if signs and all(u.op == "sign" and len(u.inputs) == 1 for u in signs) and n.outputs[0] not in g.outputs:
+            t = g.add_const(g.fresh(n.name + "_threshold"), -np.asarray(g.const(consts[0]), dtype=np.float32))
+            for u in signs:  # sign(x + c) = sign(x - t), t = -c: the sign's threshold (checked per channel later)
+                u.inputs = [acts[0], t]
+            continue
         prod = g.producer(acts[0]) if len(acts) == 1 else None
         ok = prod is not None and prod.op in ("conv2d", "dense") and len(g.consumers(acts[0])) == 1 \
             and acts[0] not in g.outputs
@@ -195,8 +204,34 @@ def _fold_const_adds(g: Graph, source: str):
                 g.replace_uses(n.outputs[0], acts[0])
                 continue
         raise EdgepackError(f"{source}: node '{n.name}': adding a constant is supported only as the bias of the "
-                            "convolution or linear layer right before it")
+                            "convolution or linear layer right before it, or as the threshold of a sign after it")
     g.nodes = keep
+    g.prune_unused()
+
+
+def _sign_thresholds(g: Graph):
+    """Sign thresholds become one value per channel, (C,), and a relu / clip whose every reader is a sign with
+    thresholds strictly inside its range goes: for lo < t <= hi, sign(clip(y, lo, hi) - t) = sign(y - t) (y >= t
+    exactly where clip(y) >= t), so a binary layer with BN + ReLU + threshold in front folds into one integer
+    threshold per channel. A threshold at or below lo (the sign is constant +1) keeps the relu / clip."""
+    for n in g.nodes:
+        if n.op == "sign" and len(n.inputs) > 1:
+            c = g.tensors[n.inputs[0]].shape[1]
+            t = np.asarray(g.const(n.inputs[1]), np.float32)
+            t = np.broadcast_to(t.reshape(-1) if t.size == c else t.reshape(-1)[:1], (c,))
+            n.inputs[1] = g.add_const(g.fresh(n.inputs[1] + "_c"), np.ascontiguousarray(t))
+    for n in list(g.nodes):
+        if n.op not in ("relu", "clip") or n.outputs[0] in g.outputs:
+            continue
+        lo, hi = (0.0, None) if n.op == "relu" else (n.attrs.get("min"), n.attrs.get("max"))
+        users = g.consumers(n.outputs[0])
+        if not users or not all(u.op == "sign" and len(u.inputs) > 1 for u in users):
+            continue
+        ts = [g.const(u.inputs[1]) for u in users]
+        if all((lo is None or (t > lo).all()) and (hi is None or (t <= hi).all()) for t in ts):
+            g.nodes.remove(n)
+            for u in users:
+                u.inputs[0] = n.inputs[0]
     g.prune_unused()
 
 

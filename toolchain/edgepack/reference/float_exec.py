@@ -272,6 +272,14 @@ def _softmax(a, x):
     return e / e.sum(axis=ax, keepdims=True)
 
 
+def _sign(a, x, t=None):
+    """sign(x - t) with sign(0) = +1: +1 where x >= t (t per channel, axis 1; 0 without it)."""
+    if t is not None:
+        t = np.asarray(t, x.dtype).reshape((1, -1) + (1,) * (x.ndim - 2))
+        return np.where(x >= t, 1.0, -1.0).astype(x.dtype)
+    return np.where(x >= 0, 1.0, -1.0).astype(x.dtype)
+
+
 _OPS = {
     "conv2d": _conv2d,
     "conv_transpose2d": _conv_transpose2d,
@@ -282,7 +290,7 @@ _OPS = {
     "gru": lambda a, *args: _rnn(a, *args, cell="gru"),
     "batchnorm": _batchnorm,
     "relu": lambda a, x: np.maximum(x, 0),
-    "sign": lambda a, x: np.where(x >= 0, 1.0, -1.0).astype(x.dtype),
+    "sign": _sign,
     "clip": _clip,
     "maxpool": _maxpool,
     "avgpool": _avgpool,

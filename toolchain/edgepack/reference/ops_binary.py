@@ -41,9 +41,12 @@ def _pack(neg: np.ndarray) -> np.ndarray:
     return (padded.reshape(neg.shape[:-1] + (cw, 32)) * weights).sum(axis=-1).astype(np.uint32)
 
 
-def binarize_s8(x, *, zp, **_):
-    """int8 (N, ..., C) -> packed bits: a value is -1 (bit 1) when q < zp, i.e. its real value is < 0."""
-    return _pack(np.asarray(x) < zp)
+def binarize_s8(x, thresh, **_):
+    """int8 (N, ..., C) -> packed bits: channel c of a value is -1 (bit 1) when q < thresh[c] (int16, (C,)).
+
+    sign(x - t_c) of real values x = s (q - zp): thresh[c] = zp + ceil(t_c / s), clipped to [-128, 128]
+    (t_c = 0: thresh[c] = zp, the value is -1 when it is < 0)."""
+    return _pack(np.asarray(x, np.int32) < np.asarray(thresh, np.int32))
 
 
 def bdot(x, w, *, channels, strides, pads, dilations):

@@ -1,0 +1,320 @@
+"""Binary networks from an ordinary conv-BN-ReLU residual CNN: what binarize() + train_binary() do, ingredient by
+ingredient, and the best model built for cortex-m7 with --weights binary.
+
+    python examples/binary_resnet.py [--out build/binary_resnet] [--widths 16 32] [--seeds 3] [--epochs 10]
+                                     [--rows ROW ...] [--methods recu ste] [--board cortex-m7] [--quick]
+
+The network (ResNet below) is a user's residual CNN, not one designed for binarization: conv-BN-ReLU stem,
+three basic blocks (conv-BN-ReLU-conv-BN + shortcut, ReLU; the first two with stride 2 and a 1x1 conv + BN
+shortcut), global average pooling and a linear head; width C: 28x28xC -> 14x14xC -> 7x7x2C -> 7x7x2C. binarize()
+keeps the stem and the head int8 and binarizes the other 8 convolutions (the 1x1 shortcuts too). Every binary
+conv reads a ReLU output, so plain sign(x) would be +1 everywhere.
+
+For each width and seed the float model is trained first (it is the teacher and, from row "float init" on, the
+initial weights), then each row of ROWS below is trained with ReCU and with sign + STE on the same recipe: same
+epochs, batch, optimizer (Adam, cosine LR), lr and seed (same batch order), the same activation path and
+threshold; ReCU adds only its own parts (weight standardization, quantile clamp, tau schedule). Each row adds one
+ingredient to the row before it (the first four re-measure the issue's table). It prints one table per width
+(accuracy on the 1,000 test images, mean over seeds, and the paired ReCU - STE difference with its standard
+error), the distance of the default recipe to float, and writes results.json and binary_resnet.png to --out.
+Trained models are cached in --out/runs (a rerun with more seeds or rows trains only what is missing).
+
+The last row is binarize()'s default recipe (``defaults``: the measured best). Its best model (the highest test
+accuracy among the ReCU seeds of the widest width) is exported with export_ready(), built for --board with
+``--weights binary`` (its trained binary layers are kept) and scored from the emulator's and the host's
+outputs, which must be equal bit for bit.
+
+--quick: width 8, one seed, 1 epoch, rows "defaults" only, 2,000 training images (for a smoke test).
+
+Measured: see the table in README.md ("Binary networks") and results.json; the command that measured it is
+``OMP_NUM_THREADS=1 python examples/binary_resnet.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mnist_common import accuracy, float_logits, mnist5k  # noqa: E402
+
+from edgepack.compress.binarize_recu import binarize, binary_layers, export_ready, train_binary  # noqa: E402
+
+
+class Block(nn.Module):
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); shortcut: 1x1 conv (stride s) + BN where the shape
+    changes, else identity."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))) + self.short(x))
+
+
+class ResNet(nn.Module):
+    """stem conv 3x3 1->C + BN + ReLU; Block(C, C, s2), Block(C, 2C, s2), Block(2C, 2C); GAP; linear 2C->10."""
+
+    def __init__(self, c=16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.blocks = nn.Sequential(Block(c, c, 2), Block(c, 2 * c, 2), Block(2 * c, 2 * c))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * c, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+def relu_to_hardtanh(model):
+    """The issue's hand fix: every nn.ReLU becomes nn.Hardtanh (signed activations)."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.ReLU):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, nn.Hardtanh())
+    return model
+
+
+OLD_DEFAULTS = dict(quantile="empirical", act_grad="clipped", scale="closed", act_norm=False, act_threshold="none")
+OFFICIAL = dict(quantile="laplace", act_grad="approxsign", scale="closed", act_norm=True)
+# row -> (description, binarize() options, relu->hardtanh, float init, distillation, two-step fraction)
+ROWS = {
+    "documented": ("binarize(model) with the previous defaults (no threshold)", OLD_DEFAULTS, False, False, False,
+                   0.0),
+    "hardtanh": ("same, ReLUs replaced by hardtanh by hand", OLD_DEFAULTS, True, False, False, 0.0),
+    "rsign": ("learned threshold (RSign), previous ReCU options", dict(OLD_DEFAULTS, act_threshold="learned"),
+              False, False, False, 0.0),
+    "official": ("RSign + official ReCU options (laplace, approxsign, act_norm)",
+                 dict(OFFICIAL, act_threshold="learned"), False, False, False, 0.0),
+    "float init": ("+ start from the trained float weights", dict(OFFICIAL, act_threshold="learned"), False, True,
+                   False, 0.0),
+    "distill": ("+ distillation from the float model (KL on logits)", dict(OFFICIAL, act_threshold="learned"),
+                False, True, True, 0.0),
+    "two-step": ("+ two-step schedule (half the epochs real weights)", dict(OFFICIAL, act_threshold="learned"),
+                 False, True, True, 0.5),
+    "defaults": ("binarize() defaults + float init + distillation (the recipe)", {}, False, True, True, 0.0),
+}
+
+
+def train_float(c, seed, xtr, ytr, epochs, batch, lr):
+    torch.manual_seed(seed)
+    m = ResNet(c)
+    train_binary(m, xtr, ytr, epochs=epochs, batch=batch, lr=lr, method="float", seed=seed, progress=False)
+    return m
+
+
+def make_binary(row, method, c, seed, teacher):
+    """The binary model of one row / method / width / seed, before training; returns (model, names)."""
+    _, opts, hardtanh, float_init, _, _ = ROWS[row]
+    torch.manual_seed(seed)
+    m = copy.deepcopy(teacher) if float_init else ResNet(c)
+    if hardtanh:
+        relu_to_hardtanh(m)
+    return binarize(m, method=method, example_input=torch.zeros(1, 1, 28, 28), **opts)
+
+
+def run_one(row, method, c, seed, teacher, data, a, cache: Path):
+    """Train (or load from the cache) one binary model; returns (model, record)."""
+    key = f"w{c}_s{seed}_{row.replace(' ', '_')}_{method}_e{a.epochs}"
+    pt, js = cache / f"{key}.pt", cache / f"{key}.json"
+    xtr, ytr, xte, yte = data
+    m, names = make_binary(row, method, c, seed, teacher)
+    if pt.exists() and js.exists():
+        m.load_state_dict(torch.load(pt, weights_only=True))
+        return m.eval(), json.loads(js.read_text())
+    _, _, _, _, distill, two_step = ROWS[row]
+    t0 = time.time()
+    train_binary(m, xtr, ytr, epochs=a.epochs, batch=a.batch, lr=a.lr, method=method, seed=seed, progress=False,
+                 teacher=teacher if distill else None, two_step=two_step)
+    rec = {"row": row, "method": method, "width": c, "seed": seed, "epochs": a.epochs,
+           "acc": accuracy(float_logits(m, xte), yte), "train_s": round(time.time() - t0, 1),
+           "binary_layers": names, "sign_plus_fraction": sign_plus_fraction(m, xte[:200])}
+    torch.save(m.state_dict(), pt)
+    js.write_text(json.dumps(rec) + "\n")
+    return m.eval(), rec
+
+
+@torch.no_grad()
+def sign_plus_fraction(model, x) -> dict:
+    """Per binary layer: the fraction of its sign inputs that are +1 on ``x`` (1.0 = a dead, constant input)."""
+    fr, hooks = {}, []
+    for name, mod in model.named_modules():
+        if hasattr(mod, "sign_input"):
+            hooks.append(mod.register_forward_pre_hook(
+                lambda mod, args, name=name: fr.__setitem__(name, float((mod.sign_input(args[0]) >= 0)
+                                                                         .float().mean()))))
+    model.eval()(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    return fr
+
+
+def paired(r, s):
+    d = np.asarray(r) - np.asarray(s)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se
+
+
+def plot(results, widths, rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(widths), figsize=(6.5 * len(widths), 4.2), squeeze=False)
+    for ax, c in zip(axes[0], widths):
+        t = results["tables"][str(c)]
+        y = np.arange(len(rows))
+        for k, (meth, col) in enumerate((("recu", "tab:blue"), ("ste", "tab:orange"))):
+            vals = [100 * t[r][meth]["mean"] if meth in t[r] else np.nan for r in rows]
+            ax.barh(y + (k - 0.5) * 0.38, vals, height=0.38, color=col, label="ReCU" if meth == "recu" else "STE")
+        ax.axvline(100 * t["float"]["mean"], color="k", ls="--", lw=1, label="float")
+        ax.set_yticks(y, rows)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("test accuracy (%), mean over seeds")
+        ax.set_title(f"width {c}")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def deploy(model, out: Path, board: str, xtr, xte, yte) -> dict:
+    """Export, build for ``board`` with --weights binary, score the emulator's and the host's outputs."""
+    from edgepack.boards import get_board
+    from edgepack.build import build
+    from edgepack.runners import run
+
+    dep = export_ready(model)
+    with torch.no_grad():
+        logits = dep(torch.from_numpy(xte)).numpy()
+    res = {"acc_export": accuracy(logits, yte)}
+    pt2 = out / "binary_resnet.pt2"
+    torch.export.save(torch.export.export(dep, (torch.from_numpy(xte[:1]),)), pt2)
+    np.save(out / "calib.npy", xtr[::20])
+    np.savez(out / "test.npz", x=xte, y=yte)
+    fw = out / f"binary_resnet_{board}"
+    rep = build(pt2, board, fw, calib=out / "calib.npy", eval_data=out / "test.npz", weights="binary")
+    res["layers"] = [(lay["name"], lay["op"]) for lay in rep["layers"]]
+    targets = (["emulator"] if get_board(board).get("emulator") else []) + ["host"]
+    raws = {}
+    for on in targets:
+        stats = {}
+        y, raws[on] = run(fw, xte, on=on, stats=stats)
+        res[f"acc_{on}"] = accuracy(y, yte)
+        if "instructions" in stats:
+            res["instructions_per_inference"] = float(stats["instructions"].mean())
+    res["emulator_equals_host"] = bool(len(raws) < 2 or np.array_equal(raws["emulator"], raws["host"]))
+    res.update(flash_bytes=rep["flash_bytes"], ram_bytes=rep["ram_bytes"], firmware=str(fw))
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="build/binary_resnet")
+    ap.add_argument("--widths", type=int, nargs="+", default=None, help="default 16 32")
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds seed .. seed+N-1 (default 3)")
+    ap.add_argument("--epochs", type=int, default=None, help="default 10")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=None, help="default: all, in order")
+    ap.add_argument("--methods", nargs="+", choices=["recu", "ste"], default=["recu", "ste"])
+    ap.add_argument("--board", default="cortex-m7", help="build the best default-recipe model ('' to skip)")
+    ap.add_argument("--quick", action="store_true", help="width 8, 1 seed, 1 epoch, 2,000 images, row defaults")
+    a = ap.parse_args(argv)
+    a.widths = a.widths or ([8] if a.quick else [16, 32])
+    a.epochs = a.epochs or (1 if a.quick else 10)
+    n_seeds = a.seeds or (1 if a.quick else 3)
+    rows = a.rows or (["defaults"] if a.quick else list(ROWS))
+    seeds = list(range(a.seed, a.seed + n_seeds))
+    out = Path(a.out)
+    cache = out / "runs"
+    cache.mkdir(parents=True, exist_ok=True)
+    xtr, ytr, xte, yte = mnist5k()
+    if a.quick:
+        sub = np.random.default_rng(a.seed).permutation(len(xtr))[:2000]
+        xtr, ytr = xtr[sub], ytr[sub]
+    data = (xtr, ytr, xte, yte)
+    results = {"epochs": a.epochs, "batch": a.batch, "lr": a.lr, "seeds": seeds, "widths": a.widths,
+               "train_images": len(xtr), "rows": {r: ROWS[r][0] for r in rows}, "runs": [], "tables": {}}
+    best = (-1.0, None, None)
+    t_all = time.time()
+    for c in a.widths:
+        acc = {r: {m: [] for m in a.methods} for r in rows}
+        acc_float = []
+        for seed in seeds:
+            fpt = cache / f"w{c}_s{seed}_float_e{a.epochs}.pt"
+            if fpt.exists():
+                teacher = ResNet(c)
+                teacher.load_state_dict(torch.load(fpt, weights_only=True))
+                teacher.eval()
+            else:
+                teacher = train_float(c, seed, xtr, ytr, a.epochs, a.batch, a.lr)
+                torch.save(teacher.state_dict(), fpt)
+            acc_float.append(accuracy(float_logits(teacher, xte), yte))
+            print(f"width {c} seed {seed} float: {acc_float[-1]:.4f}", flush=True)
+            for r in rows:
+                for meth in a.methods:
+                    m, rec = run_one(r, meth, c, seed, teacher, data, a, cache)
+                    acc[r][meth].append(rec["acc"])
+                    results["runs"].append(rec)
+                    print(f"width {c} seed {seed} {r:11s} {meth:4s}: {rec['acc']:.4f} ({rec['train_s']} s)",
+                          flush=True)
+                    if r == rows[-1] and meth == "recu" and c == max(a.widths) and rec["acc"] > best[0]:
+                        best = (rec["acc"], m, rec)
+        tab = {"float": {"mean": float(np.mean(acc_float)), "per_seed": acc_float}}
+        for r in rows:
+            tab[r] = {m: {"mean": float(np.mean(v)), "per_seed": v} for m, v in acc[r].items()}
+            if {"recu", "ste"} <= set(acc[r]):
+                d, se = paired(acc[r]["recu"], acc[r]["ste"])
+                tab[r]["recu_minus_ste"] = {"mean": d, "se": se}
+            if "recu" in acc[r]:
+                tab[r]["recu_minus_float"] = tab[r]["recu"]["mean"] - tab["float"]["mean"]
+        results["tables"][str(c)] = tab
+    results["train_total_s"] = round(time.time() - t_all, 1)
+    for c in a.widths:
+        tab = results["tables"][str(c)]
+        print(f"\nwidth {c}: test accuracy (%) on 1,000 images, mean of seeds {seeds}; float "
+              f"{100 * tab['float']['mean']:.2f}")
+        print(f"  {'row':11s} {'ReCU':>7s} {'STE':>7s}  ReCU - STE (paired, +- s.e.)  ReCU - float")
+        for r in rows:
+            t = tab[r]
+            cell = lambda m: f"{100 * t[m]['mean']:7.2f}" if m in t else "      -"  # noqa: E731
+            diff = (f"{100 * t['recu_minus_ste']['mean']:+6.2f} +- {100 * t['recu_minus_ste']['se']:.2f}"
+                    if "recu_minus_ste" in t else "")
+            rf = f"{100 * t['recu_minus_float']:+6.2f}" if "recu_minus_float" in t else ""
+            print(f"  {r:11s} {cell('recu')} {cell('ste')}  {diff:27s}  {rf}")
+    if len(rows) > 1 or len(a.widths) > 1:
+        plot(results, a.widths, rows, out / "binary_resnet.png")
+    if a.board and best[1] is not None:
+        res = deploy(best[1], out, a.board, xtr, xte, yte)
+        res.update(width=best[2]["width"], seed=best[2]["seed"], row=best[2]["row"], acc_pytorch=best[0])
+        results["deployed"] = res
+        print(f"\ndeployed ({rows[-1]}, width {res['width']}, seed {res['seed']}): PyTorch {100 * best[0]:.2f} %, "
+              + ", ".join(f"{on} {100 * res[f'acc_{on}']:.2f} %" for on in ("emulator", "host") if f"acc_{on}" in res)
+              + f"; emulator == host bit for bit: {res['emulator_equals_host']}; flash {res['flash_bytes']} B, "
+              f"RAM {res['ram_bytes']} B" + (f", {res['instructions_per_inference']:.0f} instructions per inference"
+                                             if "instructions_per_inference" in res else ""))
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
