@@ -231,7 +231,20 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
     """Quantize a float-dialect graph with a calibration batch (NCHW float32) into the integer dialect.
 
     ``weight_formats`` maps layer names to "int8" (default), "exp2".."exp6" (exponent codes) or "sparse" (int8
-    weights in compressed sparse rows where that is smaller)."""
+    weights in compressed sparse rows where that is smaller). A requantization scale that int32 cannot hold
+    (weights or a bias vastly larger than the layer's activations, as in a corrupt file) is one EdgepackError
+    naming the node."""
+    current = [None]
+    try:
+        return _quantize(g, calib, per_channel, weight_formats, current)
+    except ValueError as e:
+        if current[0] is None or "multiplier" not in str(e):
+            raise
+        raise EdgepackError(f"node '{current[0]}': cannot be quantized to int8 ({e}); its weights are out of "
+                            f"all proportion to its activations: check the model file and its weights") from None
+
+
+def _quantize(g, calib, per_channel, weight_formats, current):
     weight_formats = weight_formats or {}
     ranges = calibration_ranges(g, calib)
     q = Graph()
@@ -286,6 +299,7 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
                           weights=weights_s8, clamp_bounds=_clamp_bounds, ranges=ranges)
     handlers = {**quantize_spatial.HANDLERS, **quantize_rnn.HANDLERS}
     for n in g.nodes:
+        current[0] = n.name
         if n.name in skip:
             continue
         if n.op in handlers and name_of(n.inputs[0]) not in packed:
