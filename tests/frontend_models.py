@@ -106,23 +106,24 @@ class MLP(nn.Module):
         return torch.softmax(self.fc2(self.drop(torch.relu(self.fc1(x)))), dim=1)
 
 
-class SigmoidNet(nn.Module):
+class CumsumNet(nn.Module):
+    """An operator edgepack does not import (cumulative sum)."""
+
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(3, 4, 3)
 
     def forward(self, x):
-        return torch.sigmoid(self.c(x))
+        return torch.cumsum(self.c(x), dim=1)
 
 
-class GeluNet(nn.Module):
+class SortNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(20, 8)
-        self.act = nn.GELU()
 
     def forward(self, x):
-        return self.act(self.fc(x))
+        return torch.sort(self.fc(x), dim=1)[0]
 
 
 class CeilPool(nn.Module):
@@ -133,3 +134,24 @@ class CeilPool(nn.Module):
 
     def forward(self, x):
         return self.mp(self.c(x))
+
+
+class EvalNoOps(nn.Module):
+    """Eval-mode no-ops that torch.export keeps: dropout (also in place), Dropout2d (feature_dropout),
+    AlphaDropout, FeatureAlphaDropout, Identity, clone, contiguous, detach, a float32 -> float32 conversion."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.d = nn.Dropout(0.3, inplace=True)
+        self.d2 = nn.Dropout2d(0.2)
+        self.ad = nn.AlphaDropout(0.2)
+        self.fad = nn.FeatureAlphaDropout(0.1)
+        self.id = nn.Identity()
+        self.fc = nn.Linear(4 * 12 * 12, 3)
+
+    def forward(self, x):
+        y = self.fad(self.ad(self.d2(self.d(torch.relu(self.c(x))))))
+        y = self.id(y).clone().contiguous().detach().to(torch.float32)
+        y = nn.functional.dropout(y, 0.5, training=False)
+        return self.fc(torch.flatten(y, 1))
