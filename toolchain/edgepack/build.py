@@ -384,6 +384,7 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
             "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),
             "output_storage": by_name[n.name]["output_storage"],
             "arena_offset": by_name[n.name]["arena_offset"],
+            "memory_note": by_name[n.name].get("memory_note"),
         })
     params = sum(int(t.data.size) for t in g.tensors.values() if t.data is not None)
     if elf:
@@ -404,6 +405,7 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
         "weights_bytes": sum(l["weight_bytes"] for l in layers),
         "const_bytes": facts["const_bytes"], "object_sizes": sizes,
         "arena_bytes": facts["arena_bytes"], "liveness_bound_bytes": facts["liveness_bound_bytes"],
+        "liveness_bound_without_views_bytes": facts.get("liveness_bound_without_views_bytes"),
         "activations_total_bytes": facts["activations_total_bytes"],
         "arena_over_bound": round(facts["arena_over_bound"], 4), "arena_plan": facts["arena_plan"],
         "input_bytes": facts["input_bytes"], "output_bytes": facts["output_bytes"],
