@@ -35,6 +35,8 @@ MODELS = {  # name -> (class, nominal input shape)
     "ViewHead": (fm.ViewHead, IMG),
     "MLP": (fm.MLP, (1, 20)),
     "EvalNoOps": (fm.EvalNoOps, IMG),
+    "Activations": (fm.Activations, IMG),
+    "ConcatSlice": (fm.ConcatSlice, (1, 3, 6, 6)),
 }
 FORMATS = ["pt2", "onnx_dynamo", "onnx_legacy", "ts_script", "ts_trace", "pickle"]
 

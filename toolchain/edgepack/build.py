@@ -432,6 +432,9 @@ def report_md(r: dict, plots=()) -> str:
         ins = f"{l['instructions']:.0f}" if l.get("instructions") is not None else ""
         lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l['weight_format'] or ''} | "
                      f"{l['input_shapes']} | {l['output_shape']} | {l['macs']} | {l['weight_bytes']} | {off} | {ins} |")
+    notes = [f"- {l['name']} ({l['op']}): {l['memory_note']}" for l in r["layers"] if l.get("memory_note")]
+    if notes:
+        lines += ["", "Memory plan: where a concat or slice is a view (no copy), and why a copy is made:", *notes]
     for p in plots:
         lines += ["", f"![{p}]({p})"]
     lines += ["", "Quantization card: quantization_card.md (`edgepack card OUT`)."]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgepackError
-from .pointwise import UNARY
+from .pointwise import BINARY, UNARY
 
 
 @dataclass
@@ -231,7 +231,8 @@ FLOAT_OPS = {
     "softmax": (["x"], {"axis": -1}),
 }
 FLOAT_OPS.update({op: (["x"], dict(defaults)) for op, (_, defaults, _) in UNARY.items() if op not in FLOAT_OPS})
-ELEMENTWISE_BINARY = ("add", "sub", "mul")
+FLOAT_OPS.update({op: (["c", "a", "b"] if op == "where" else ["a", "b"], {}) for op in BINARY if op not in FLOAT_OPS})
+ELEMENTWISE_BINARY = tuple(BINARY)
 # pads are (top, left, bottom, right) everywhere.
 
 

@@ -18,7 +18,7 @@ an int8 input can take to build the lookup table of an int8 in / int8 out pointw
                           = x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) / 2                     ("tanh")
     erf(x), exp(x), neg(x) = -x, abs(x), softplus(x; beta, threshold) = log(1 + exp(beta x)) / beta
                           (x where beta x > threshold), mish(x) = x tanh(softplus(x)),
-    pow(x; exponent)      = x ** exponent (a constant exponent), sqrt(x), reciprocal(x) = 1 / x
+    pow(x; exponent)      = x ** exponent (a constant exponent), sqrt(x), reciprocal(x) = 1 / x, log(x)
     relu(x) = max(x, 0); clip(x; min, max)
 
 Fixed output quantization: where TensorFlow Lite fixes the int8 output of an op, edgepack does too (LOGISTIC:
@@ -102,16 +102,24 @@ UNARY = {
     "softplus": (_softplus, {"beta": 1.0, "threshold": 20.0}, None),
     "mish": (lambda x: x * np.tanh(_softplus(x)), {}, None),
     "pow": (_pow, {"exponent": 1.0}, None),
+    "log": (_checked(np.log), {}, None),
     "sqrt": (_checked(np.sqrt), {}, None),
     "reciprocal": (_checked(np.reciprocal), {}, None),
 }
 
-# binary element-wise ops of the float dialect (numpy broadcasting, NCHW)
+# n-ary element-wise ops of the float dialect (numpy broadcasting, NCHW); comparisons give 1.0 / 0.0 and are
+# quantized only inside a chain that ends in a real value (e.g. softplus's where(x > 20, x, log(1 + e^x))).
 BINARY = {
     "add": np.add,
     "sub": np.subtract,
     "mul": np.multiply,
+    "greater": lambda a, b: np.greater(a, b).astype(np.float64),
+    "less": lambda a, b: np.less(a, b).astype(np.float64),
+    "greater_equal": lambda a, b: np.greater_equal(a, b).astype(np.float64),
+    "less_equal": lambda a, b: np.less_equal(a, b).astype(np.float64),
+    "where": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
 }
+COMPARISONS = ("greater", "less", "greater_equal", "less_equal", "where")
 
 
 def apply(op: str, x, attrs: dict | None = None):
@@ -126,5 +134,5 @@ def describe(op: str, attrs: dict | None = None) -> str:
     _, defaults, _ = UNARY[op]
     extra = {k: (attrs or {}).get(k, v) for k, v in defaults.items()}
     shown = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()
-                      if v is not None)
+                      if v is not None and v != defaults[k])
     return f"{op}({shown})" if shown else op

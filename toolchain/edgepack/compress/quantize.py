@@ -421,7 +421,11 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
 # ---- element-wise ops, lookup tables, concat / slice / pad / prelu ----------------------------------------------
 # Ops whose output clamp takes a following ReLU / Clip (fuse_output); a relu / clip after them is not a table.
 FUSES_CLAMP = ("conv2d", "dense", "add", "sub", "sum", "mul")
-_LUT_BINARY = ("add", "sub", "mul")
+
+
+def _lut_nary():
+    from ..pointwise import BINARY
+    return tuple(BINARY)
 
 
 def _is_scalar(g, t):
@@ -453,8 +457,8 @@ class PointwiseRegion:
         text = {self.x: "x"}
         for n in self.nodes:
             args = [text.get(t) or f"{float(g.const(t).reshape(())):.6g}" for t in n.inputs]
-            name = describe(n.op, n.attrs) if n.op not in _LUT_BINARY else n.op
-            text[n.outputs[0]] = f"{name}({', '.join(args)})" if len(args) > 1 or n.op in _LUT_BINARY \
+            name = describe(n.op, n.attrs) if n.op not in _lut_nary() else n.op
+            text[n.outputs[0]] = f"{name}({', '.join(args)})" if len(args) > 1 or n.op in _lut_nary() \
                 else (f"{name}({args[0]})" if "(" not in name else name.replace("(", f"({args[0]}, ", 1))
         return text[self.exit]
 
@@ -487,7 +491,7 @@ def pointwise_regions(g: Graph) -> dict:
             return None
         if n.op in UNARY and len(n.inputs) == 1:
             return acts
-        if n.op in _LUT_BINARY and all(t in inside or _is_scalar(g, t) for t in n.inputs):
+        if n.op in _lut_nary() and all(t in inside or _is_scalar(g, t) for t in n.inputs):
             return acts
         return None
 

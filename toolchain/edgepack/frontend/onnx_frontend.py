@@ -29,7 +29,10 @@ _UNARY = {
     "Celu": ("celu", {"alpha": ("alpha", 1.0)}), "Gelu": ("gelu", {"approximate": ("approximate", "none")}),
     "Erf": ("erf", {}), "Exp": ("exp", {}), "Neg": ("neg", {}), "Abs": ("abs", {}), "Softplus": ("softplus", {}),
     "Mish": ("mish", {}), "Sqrt": ("sqrt", {}), "Reciprocal": ("reciprocal", {}), "Selu": ("selu", {}),
+    "Log": ("log", {}),
 }
+_COMPARE = {"Greater": "greater", "Less": "less", "GreaterOrEqual": "greater_equal", "LessOrEqual": "less_equal",
+            "Where": "where"}
 
 # ops never folded even when all inputs are constant (random or stateful)
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -319,6 +322,14 @@ class _Importer:
         names = [self.wconst(t, self.consts[t]) if t in self.consts else self.act(node, t) for t in (x, y)]
         self.g.add_node(node.op_type.lower(), node.name, names, [node.output[0]])
 
+    @ONNX_OPS.register(*_COMPARE, note="inside a chain of element-wise ops on one input (one lookup table), e.g. "
+                       "Softplus's threshold")
+    def op_compare(self, node, a):
+        if all(t in self.consts for t in node.input):
+            self.fail(node, "all inputs are constants")
+        names = [self.wconst(t, self.consts[t]) if t in self.consts else self.act(node, t) for t in node.input]
+        self.g.add_node(_COMPARE[node.op_type], node.name, names, [node.output[0]])
+
     @ONNX_OPS.register("Div", note="by a constant (a multiplication by its reciprocal)")
     def op_Div(self, node, a):
         x, y = node.input[0], node.input[1]
@@ -431,21 +442,23 @@ class _Importer:
     def op_Split(self, node, a):
         x = self.act(node, node.input[0])
         s = self.shape_of(node.input[0])
-        if s is None:
-            self.fail(node, "the input shape is not known")
-        axis = int(a.get("axis", 0)) % len(s)
         outs = [t for t in node.output]
         if len(node.input) > 1 and node.input[1]:
             sizes = [int(v) for v in self.const(node, node.input[1], "split")]
         elif "split" in a:
             sizes = [int(v) for v in a["split"]]
         else:
+            sizes = None
+        rank = len(s) if s is not None else len(self.g.tensors[x].shape or ()) or 4
+        axis = int(a.get("axis", 0)) % rank
+        if sizes is None:
+            if s is None:
+                self.fail(node, "the input shape is not known")
             n = int(a.get("num_outputs", len(outs)))
             each = -(-s[axis] // n)
             sizes = [min(each, s[axis] - i * each) for i in range(n)]
-        if sum(sizes) != s[axis] or len(sizes) != len(outs):
-            self.fail(node, f"split sizes {sizes} do not divide the {s[axis]} elements of axis {axis} into "
-                            f"{len(outs)} outputs")
+        if (s is not None and sum(sizes) != s[axis]) or len(sizes) != len(outs):
+            self.fail(node, f"split sizes {sizes} do not divide axis {axis} of {s} into {len(outs)} outputs")
         start = 0
         for i, (t, k) in enumerate(zip(outs, sizes)):
             if t:

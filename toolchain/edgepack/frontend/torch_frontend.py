@@ -48,8 +48,9 @@ _UNARY = {
     "selu_": ("selu", {}), "gelu": ("gelu", {"approximate": "approximate"}),
     "gelu_": ("gelu", {"approximate": "approximate"}), "erf": ("erf", {}), "exp": ("exp", {}), "neg": ("neg", {}),
     "abs": ("abs", {}), "softplus": ("softplus", {"beta": "beta", "threshold": "threshold"}),
-    "sqrt": ("sqrt", {}), "reciprocal": ("reciprocal", {}),
+    "sqrt": ("sqrt", {}), "reciprocal": ("reciprocal", {}), "log": ("log", {}),
 }
+_COMPARE = {"gt": "greater", "lt": "less", "ge": "greater_equal", "le": "less_equal"}
 
 
 @contextlib.contextmanager
@@ -630,6 +631,15 @@ class _Walker:
     def op_mul(self, node, b):
         return self._binary(node, "mul", b["self"], b["other"])
 
+    @TORCH_OPS.register(*_COMPARE, note="inside a chain of element-wise ops on one input (one lookup table)")
+    def op_compare(self, node, b):
+        return self._binary(node, _COMPARE[_opname(node.target)], b["self"], b["other"])
+
+    @TORCH_OPS.register("where", note="inside a chain of element-wise ops on one input (one lookup table)")
+    def op_where(self, node, b):
+        ins = [self._operand(node, b[k], i) for i, k in enumerate(("condition", "self", "other"))]
+        return self.emit("where", node, ins)
+
     @TORCH_OPS.register("div", "div_", note="by a constant (a multiplication by its reciprocal)")
     def op_div(self, node, b):
         if b.get("rounding_mode") is not None:
@@ -706,6 +716,10 @@ class _Walker:
     @TORCH_OPS.register("slice", note="any dim but the batch, positive steps")
     def op_slice(self, node, b):
         x = self.act(node, b["self"])
+        sx, sy = self.meta_shape(node.args[0]), self.meta_shape(node)
+        if sx is not None and sy is not None and [_concrete(v) for v in sx] == [_concrete(v) for v in sy] \
+                and (b.get("step") or 1) == 1:
+            return self.emit("identity", node, [x])  # a whole-axis slice (TorchScript's `:`)
         start, end, step = b.get("start"), b.get("end"), b.get("step") or 1
         r = self.rank(node.args[0], node)
         start = 0 if start is None else int(start)

@@ -181,7 +181,7 @@ _OPS = {
     "maxpool": _maxpool,
     "avgpool": _avgpool,
     "global_avgpool": lambda a, x: x.mean(axis=(2, 3), keepdims=True),
-    **{op: (lambda f: lambda a, x, y: f(x, y))(f) for op, f in BINARY.items()},
+    **{op: (lambda f: lambda a, *xs: f(*xs))(f) for op, f in BINARY.items()},
     "sum": lambda a, *xs: np.sum(np.broadcast_arrays(*xs), axis=0),
     "concat": _concat,
     "slice": _slice,
