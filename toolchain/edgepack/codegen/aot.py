@@ -21,7 +21,7 @@ from .. import __version__
 from .kernels import KERNELS, const_params, param_names
 from .memplan import STRIDED_OPS
 from .memplan import plan as plan_arena
-from .tvm_c import lower_to_c, prototype
+from .tvm_c import kernel_c, prototype
 
 CTYPES = {"int8": "int8_t", "int32": "int32_t", "uint8": "uint8_t", "uint32": "uint32_t", "int16": "int16_t",
           "uint16": "uint16_t"}
@@ -85,9 +85,8 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
             idx = counts.get(n.op, 0)
             counts[n.op] = idx + 1
             name = f"ep_{n.op}_{idx}"
-            func = mod.template(attrs, shapes)
             const_idx = const_params(mod, list(shapes))
-            body = lower_to_c(func, name, const_idx, mcpu=mcpu, template=n.op)
+            body = kernel_c(name, key, lambda: mod.template(attrs, shapes), const_idx, mcpu=mcpu)
             proto = prototype(body)
             src = (_header(f"Kernel {name}: template {n.op}, layer {n.name}, shapes {shapes}", command)
                    + f'#include <stdint.h>\n#include <stdbool.h>\n#include "runtime/ep_kernels.h"\n#include "{name}.h"\n\n'
