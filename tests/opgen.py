@@ -519,3 +519,71 @@ def sparse_case(draw, op="conv2d_s8_csr"):
     n.inputs = ["x", "values", "second", "rowptr", "bias", "mult", "shift"]
     n.attrs["wshape"] = tuple(int(v) for v in w.shape)
     return g, seed
+
+
+@st.composite
+def chain_case(draw):
+    """Every op of issue 14 part A in one graph, random odd shapes and quantizations, for the emulated boards:
+    x -> conv1x1 -> lut -> mul by its global average (squeeze-excite) -> add / sub of a per-channel constant ->
+    prelu -> concat (channels: in place, strided, with a depthwise reader; or H / W) with a requantized input ->
+    slice (a view or a copy) -> pad -> y."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    shape = (1, draw(st.integers(1, 6)), draw(st.integers(1, 6)), draw(st.sampled_from([1, 3, 5, 8, 13])))
+    c = shape[3]
+    g = Graph()
+    qx = _rand_q(rng)
+    g.add_tensor("x", shape, "int8", quant=qx)
+    qa, ql, qm, qs, qp, qo = (_rand_q(rng) for _ in range(6))
+    _branch(g, rng, "a", "x", qx, shape, qa)
+    g.add_tensor("l", shape, "int8", quant=ql)
+    g.add_const("table", rng.integers(-128, 128, 256).astype(np.int8))
+    g.add_node("lut_s8", "lut", ["a", "table"], ["l"])
+    g.add_tensor("se", (1, 1, 1, c), "int8", quant=ql)
+    g.add_node("avgpool_s8", "se", ["l"], ["se"], kernel=shape[1:3], strides=shape[1:3], pads=(0, 0, 0, 0),
+               count_include_pad=True, zp=ql.zero_point)
+    g.add_tensor("m", shape, "int8", quant=qm)
+    mm, ms = quantize_multiplier(ql.scale * ql.scale / qm.scale)
+    g.add_node("mul_s8", "mul", ["l", "se"], ["m"], a_zp=ql.zero_point, b_zp=ql.zero_point, out_mult=mm,
+               out_shift=ms, out_zp=qm.zero_point, act_min=-128, act_max=127)
+    qk = _rand_q(rng)
+    g.add_const("k", rng.integers(-128, 128, (1, 1, 1, c)).astype(np.int8))
+    g.tensors["k"].quant = qk
+    twice = 2 * max(qm.scale, qk.scale)
+    (m1, s1), (m2, s2) = quantize_multiplier(qm.scale / twice), quantize_multiplier(qk.scale / twice)
+    mo, so = quantize_multiplier(twice / ((1 << 20) * qs.scale))
+    g.add_tensor("s", shape, "int8", quant=qs)
+    g.add_node("add_s8", "sub", ["m", "k"], ["s"], zps=[qm.zero_point, qk.zero_point], mults=[m1, m2],
+               shifts=[s1, s2], signs=[1, draw(st.sampled_from([1, -1]))], left_shift=20, out_mult=mo, out_shift=so,
+               out_zp=qs.zero_point, act_min=-128, act_max=127)
+    g.add_tensor("p", shape, "int8", quant=qp)
+    g.add_const("alpha", rng.integers(-127, 128, c).astype(np.int8))
+    pm, ps = quantize_multiplier(qs.scale / qp.scale)
+    nm, ns = quantize_multiplier(qs.scale * 0.01 / qp.scale)
+    g.add_node("prelu_s8", "prelu", ["s", "alpha"], ["p"], in_zp=qs.zero_point, alpha_zp=0, pos_mult=pm,
+               pos_shift=ps, neg_mult=nm, neg_shift=ns, out_zp=qp.zero_point)
+    axis = draw(st.sampled_from([3, 3, 1, 2]))
+    _branch(g, rng, "d", "p", qp, shape, qo)  # in the concat's quantization: written in place
+    _branch(g, rng, "e", "p", qp, shape, _rand_q(rng))  # another: requantized by the concat
+    _concat_node(g, "cat", ["d", "e", "p"] if draw(st.booleans()) else ["e", "d"], "cat", axis, qo)
+    cs = g.tensors["cat"].shape
+    n = cs[axis]
+    start = draw(st.integers(0, n - 1))
+    end = draw(st.integers(start + 1, n))
+    step = draw(st.sampled_from([1, 1, 2]))
+    length = len(range(start, end, step))
+    ss = list(cs)
+    ss[axis] = length
+    g.add_tensor("sl", tuple(ss), "int8", quant=qo)
+    g.add_node("slice_s8", "slice", ["cat"], ["sl"], axis=axis, start=start, end=start + (length - 1) * step + 1,
+               step=step, identity=True)
+    src = "sl"
+    if draw(st.booleans()):  # a strided reader: the slice can be a view
+        _branch(g, rng, "r", "sl", qo, tuple(ss), qo)
+        src = "r"
+    pads = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    cp = draw(st.sampled_from([(0, 0), (1, 2)]))
+    g.add_tensor("y", (1, ss[1] + pads[0] + pads[2], ss[2] + pads[1] + pads[3], ss[3] + sum(cp)), "int8", quant=qo)
+    g.add_node("pad_s8", "pad", [src], ["y"], pads=pads, channel_pads=cp, value=int(rng.integers(-128, 128)))
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g, seed

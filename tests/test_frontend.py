@@ -459,3 +459,30 @@ def test_torchscript_onnx_fallback(tmp_path, monkeypatch):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(run_float_output(g, x), ref, rtol=0, atol=_tol(ref))
+
+
+def test_onnx_sum_comparisons_and_where(tmp_path):
+    """ONNX Sum (n-ary) of three activations; Greater / Where / Log on one input (what exporters emit for
+    softplus's threshold) fold into one lookup table after quantization."""
+    from edgepack.compress.quantize import quantize
+
+    r = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Sigmoid", ["a"], ["s"]),
+        helper.make_node("Sum", ["a", "r", "s"], ["t"]),
+        helper.make_node("Greater", ["t", "thr"], ["c"]),
+        helper.make_node("Exp", ["t"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Log", ["e1"], ["sp"]),
+        helper.make_node("Where", ["c", "t", "sp"], ["y"]),
+    ]
+    inits = {"w": r.standard_normal((4, 3, 3, 3)).astype(np.float32), "thr": np.array(1.5, np.float32),
+             "one": np.array(1.0, np.float32)}
+    g = _check_onnx(_onnx_model(nodes, inits, [1, 3, 5, 5], "y"), tmp_path, (1, 3, 5, 5))
+    assert [n.op for n in g.nodes] == ["conv2d", "relu", "sigmoid", "sum", "greater", "exp", "add", "log", "where"]
+    q = quantize(g, r.standard_normal((8, 3, 5, 5)).astype(np.float32))
+    assert [n.op for n in q.nodes] == ["conv2d_s8", "clamp_s8", "lut_s8", "add_s8", "lut_s8"]
+    assert len(q.nodes[3].inputs) == 3 and q.nodes[3].attrs["signs"] == [1, 1, 1]
+    assert q.nodes[4].attrs["function"].startswith("where(greater(x, 1.5)")

@@ -192,5 +192,10 @@ def test_relu_after_conv_is_fused_and_clamps_stay_clamps():
     assert [n.op for n in q.nodes] == ["conv2d_s8", "lut_s8"]
     assert q.nodes[0].attrs["fused_activation"] == "relu"
     q = quantize(_float_graph([("sigmoid", [0], {}), ("tanh", [0], {}), ("add", [1, 2], {})]), CALIB)
-    # sigmoid and tanh of the same input are used apart (by the add): two tables and an add
-    assert [n.op for n in q.nodes] == ["conv2d_s8", "lut_s8", "lut_s8", "add_s8"]
+    # sigmoid(x) + tanh(x) is a function of x: one table
+    assert [n.op for n in q.nodes] == ["conv2d_s8", "lut_s8"]
+    assert q.nodes[1].attrs["function"] == "add(sigmoid(x), tanh(x))"
+    q = quantize(_float_graph([("sigmoid", [0], {}), ("tanh", [0], {}), ("add", [1, 2], {}),
+                               ("concat", [1, 3], {"axis": 1})]), CALIB)
+    # ... but not when the sigmoid is also read by a non-element-wise op: each op is then its own table or op
+    assert [n.op for n in q.nodes] == ["conv2d_s8", "lut_s8", "lut_s8", "add_s8", "concat_s8"]

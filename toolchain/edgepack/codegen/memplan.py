@@ -263,7 +263,7 @@ def plan(g, views: bool = True) -> Plan:
             if s in v.parent:
                 why = "it is written in place into a concat"
             elif n.attrs.get("step", 1) != 1:
-                why = f"it takes every {n.attrs['step']}th element"
+                why = f"its step is {n.attrs['step']}"
             elif not n.attrs.get("identity", True):
                 why = "it is requantized"
             elif reaches_output(s):

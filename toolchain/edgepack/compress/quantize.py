@@ -511,12 +511,12 @@ def pointwise_regions(g: Graph) -> dict:
         x = acts[0]
         members, inside = [seed], {x, seed.outputs[0]}
         grew = True
-        while grew:  # absorb every op that reads a value of the region (besides x) and only region values
+        while grew:  # absorb every element-wise op that reads only values of the region (x included)
             grew = False
             for n in g.nodes:
                 if n.name in claimed or n in members:
                     continue
-                if operands(n, inside) is not None and any(t in inside and t != x for t in n.inputs):
+                if operands(n, inside) is not None:
                     members.append(n)
                     inside.add(n.outputs[0])
                     grew = True
