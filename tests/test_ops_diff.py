@@ -71,7 +71,7 @@ def test_add_s8(tmp_path_factory, case):
 FEW = settings(SETTINGS, max_examples=10)
 
 
-@FEW
+@settings(SETTINGS, max_examples=6)
 @given(opgen.add_case(nary=True))
 def test_add_s8_nary(tmp_path_factory, case):
     check(case, tmp_path_factory)
@@ -101,13 +101,13 @@ def test_pad_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
 
 
-@settings(SETTINGS, max_examples=20)
+@settings(SETTINGS, max_examples=14)
 @given(opgen.concat_case())
 def test_concat_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=10)
 @given(opgen.slice_case())
 def test_slice_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
