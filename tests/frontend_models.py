@@ -1,7 +1,39 @@
 """Small torch models for tests/test_frontend.py (a module of its own so pickled models can be unpickled)."""
 
+import logging
+import warnings
+from pathlib import Path
+
 import torch
 import torch.nn as nn
+
+
+def export(model, shape, fmt, folder: Path) -> tuple[Path, tuple | None]:
+    """Save ``model`` in format ``fmt`` (pt2, onnx_dynamo, onnx_legacy, ts_script, ts_trace, pickle); return the
+    file and the input_shape load_model needs."""
+    x = torch.zeros(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            if fmt == "pt2":
+                p = folder / "m.pt2"
+                torch.export.save(torch.export.export(model, (x,)), str(p))
+                return p, None
+            if fmt.startswith("onnx"):
+                p = folder / f"{fmt}.onnx"
+                torch.onnx.export(model, (x,), str(p), dynamo=(fmt == "onnx_dynamo"), verbose=False)
+                return p, None
+            if fmt.startswith("ts"):
+                p = folder / f"{fmt}.pt"
+                sm = torch.jit.script(model) if fmt == "ts_script" else torch.jit.trace(model, (x,))
+                torch.jit.save(sm, str(p))
+                return p, shape
+            p = folder / "pickled.pt"
+            torch.save(model, str(p))
+            return p, shape
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -24,7 +24,7 @@ def test_issue14_ops_host_equals_reference(name, tmp_path):
     cls, shape, bound = CASES[name]
     torch.manual_seed(0)
     model = fm.randomize_bn(cls())
-    torch.export.save(torch.export.export(model, (torch.zeros(shape),)), tmp_path / "m.pt2")
+    fm.export(model, shape, "pt2", tmp_path)
     rng = np.random.default_rng(0)
     np.save(tmp_path / "calib.npy", rng.standard_normal((64,) + shape[1:]).astype(np.float32))
     xs = rng.standard_normal((32,) + shape[1:]).astype(np.float32)

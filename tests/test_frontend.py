@@ -4,9 +4,7 @@ Run: PYTHONPATH=toolchain .venv/bin/python -m pytest tests/test_frontend.py -q
 """
 
 import hashlib
-import logging
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import frontend_models as fm  # noqa: E402
+from frontend_models import export  # noqa: E402
 
 from edgepack.errors import EdgepackError  # noqa: E402
 from edgepack.frontend import load_model  # noqa: E402
@@ -44,33 +43,6 @@ FORMATS = ["pt2", "onnx_dynamo", "onnx_legacy", "ts_script", "ts_trace", "pickle
 def _make(cls):
     torch.manual_seed(0)
     return fm.randomize_bn(cls())
-
-
-def export(model, shape, fmt, folder: Path) -> tuple[Path, tuple | None]:
-    """Save ``model`` in format ``fmt``; return the file and the input_shape load_model needs."""
-    x = torch.zeros(shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            if fmt == "pt2":
-                p = folder / "m.pt2"
-                torch.export.save(torch.export.export(model, (x,)), str(p))
-                return p, None
-            if fmt.startswith("onnx"):
-                p = folder / f"{fmt}.onnx"
-                torch.onnx.export(model, (x,), str(p), dynamo=(fmt == "onnx_dynamo"), verbose=False)
-                return p, None
-            if fmt.startswith("ts"):
-                p = folder / f"{fmt}.pt"
-                sm = torch.jit.script(model) if fmt == "ts_script" else torch.jit.trace(model, (x,))
-                torch.jit.save(sm, str(p))
-                return p, shape
-            p = folder / "pickled.pt"
-            torch.save(model, str(p))
-            return p, shape
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def _tol(ref):

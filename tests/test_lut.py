@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgepack.compress.quantize import PointwiseRegion, activation_qparams, build_lut, pointwise_regions, quantize
-from edgepack.graph import Graph, Node, QParams, infer_shapes
+from edgepack.graph import Graph, QParams, infer_shapes
 from edgepack.pointwise import UNARY
 
 mp.mp.dps = 50

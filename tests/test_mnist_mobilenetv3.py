@@ -9,23 +9,12 @@ from torch import nn
 from edgepack.build import build
 from mnist_common import accuracy, float_logits, mnist5k, train
 from toolchains import require_board_tools
-from zoo.common import SqueezeExcite, conv_bn
+from zoo.common import InvertedResidual, conv_bn
 
 
-class Block(nn.Module):
-    """Inverted residual: expand 1x1, depthwise kxk, squeeze-excite, project 1x1 (MobileNetV3's bneck)."""
-
-    def __init__(self, cin, exp, cout, k, stride, act):
-        super().__init__()
-        layers = [conv_bn(cin, exp, act=act)] if exp != cin else []
-        layers += [conv_bn(exp, exp, k, stride, groups=exp, act=act), SqueezeExcite(exp, max(4, exp // 4)),
-                   conv_bn(exp, cout, act=None)]
-        self.body = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.body(x)
-        return x + y if self.residual else y
+def Block(cin, exp, cout, k, stride, act):  # noqa: N802
+    """MobileNetV3's bneck: expand 1x1, depthwise kxk, squeeze-excite (hardsigmoid gate), project 1x1."""
+    return InvertedResidual(cin, exp, cout, k, stride, act, se=max(4, exp // 4))
 
 
 class MobileNetV3Mnist(nn.Module):

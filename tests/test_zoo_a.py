@@ -10,33 +10,17 @@ normalised layers; measured 0.14 - 0.8 % on these models (and 0.4 - 1.3 % on the
 rounding or layout shows up as tens of percent, which 3 % catches without flaking on seeds.
 """
 
-import logging
-import warnings
-
 import numpy as np
 import pytest
 import torch
 
 from edgepack.build import build
 from edgepack.runners import run
+from frontend_models import export
 from zoo import MODELS
 
 REL_RMS_BOUND = 0.03
 N_INPUTS = 32
-
-
-def _export(model, shape, fmt, path):
-    x = torch.zeros(shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            if fmt == "pt2":
-                torch.export.save(torch.export.export(model, (x,)), str(path))
-            else:
-                torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False)
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -48,9 +32,8 @@ def test_zoo_model_both_frontends(name, tmp_path):
     xs = rng.standard_normal((N_INPUTS,) + shape[1:]).astype(np.float32)
     with torch.no_grad():
         y_float = model(torch.from_numpy(xs)).numpy()
-    for fmt in ("pt2", "onnx"):
-        path = tmp_path / f"{name}.{fmt}"
-        _export(model, shape, fmt, path)
+    for fmt in ("pt2", "onnx_dynamo"):
+        path, _ = export(model, shape, fmt, tmp_path)
         out = tmp_path / f"out_{fmt}"
         report = build(path, "host", out, calib=tmp_path / "calib.npy")
         y_host, raw_host = run(out, xs, on="host")

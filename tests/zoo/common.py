@@ -34,6 +34,26 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.expand(self.act(self.reduce(s))))
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2/V3, EfficientNet and MnasNet's block: expand 1x1 (when exp != cin), depthwise kxk with the
+    stride, squeeze-excite (``se`` = its squeeze width, or None), project 1x1 without activation; a residual add
+    where the shape is kept."""
+
+    def __init__(self, cin, exp, cout, k, stride, act=nn.ReLU, se=None, se_act=nn.ReLU, gate=nn.Hardsigmoid):
+        super().__init__()
+        layers = [conv_bn(cin, exp, act=act)] if exp != cin else []
+        layers.append(conv_bn(exp, exp, k, stride, groups=exp, act=act))
+        if se:
+            layers.append(SqueezeExcite(exp, se, act=se_act, gate=gate))
+        layers.append(conv_bn(exp, cout, act=None))
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
 def seeded(model: nn.Module, seed: int) -> nn.Module:
     """Re-initialise every parameter from ``seed`` (PyTorch's default initialisers) and give every batchnorm
     random running statistics and affine parameters; returns the model in eval mode."""

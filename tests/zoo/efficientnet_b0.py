@@ -9,26 +9,16 @@ with a residual add): 38 int8 layers, to keep the build time a test can afford."
 
 from torch import nn
 
-from .common import SqueezeExcite, conv_bn, make_divisible, seeded
+from .common import InvertedResidual, conv_bn, make_divisible, seeded
 
 # expansion, kernel, stride, output channels, repeats
 STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
           (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
 
 
-class MBConv(nn.Module):
-    def __init__(self, cin, expand, k, stride, cout):
-        super().__init__()
-        exp = cin * expand
-        layers = [conv_bn(cin, exp, act=nn.SiLU)] if expand != 1 else []
-        layers += [conv_bn(exp, exp, k, stride, groups=exp, act=nn.SiLU),
-                   SqueezeExcite(exp, max(1, cin // 4), act=nn.SiLU, gate=nn.Sigmoid), conv_bn(exp, cout, act=None)]
-        self.body = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.body(x)
-        return x + y if self.residual else y
+def MBConv(cin, expand, k, stride, cout):  # noqa: N802 (a block class in the paper's name)
+    return InvertedResidual(cin, cin * expand, cout, k, stride, nn.SiLU, se=max(1, cin // 4), se_act=nn.SiLU,
+                            gate=nn.Sigmoid)
 
 
 REDUCED = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2)]

@@ -9,25 +9,12 @@ stage plus a repeat of the first (a residual add): 27 int8 layers, to keep the b
 
 from torch import nn
 
-from .common import conv_bn, make_divisible, seeded
+from .common import InvertedResidual, conv_bn, make_divisible, seeded
 
 # expansion, kernel, stride, output channels, repeats
 STAGES = [(3, 3, 2, 24, 3), (3, 5, 2, 40, 3), (6, 5, 2, 80, 3), (6, 3, 1, 96, 2), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
 REDUCED = [(3, 3, 2, 24, 2), (3, 5, 2, 40, 1), (6, 5, 2, 80, 1), (6, 3, 1, 96, 1), (6, 5, 2, 192, 1),
            (6, 3, 1, 320, 1)]
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, cin, expand, k, stride, cout):
-        super().__init__()
-        exp = cin * expand
-        self.body = nn.Sequential(conv_bn(cin, exp), conv_bn(exp, exp, k, stride, groups=exp),
-                                  conv_bn(exp, cout, act=None))
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.body(x)
-        return x + y if self.residual else y
 
 
 class MnasNet(nn.Module):
@@ -41,7 +28,7 @@ class MnasNet(nn.Module):
         c = ch(16)
         for e, k, s, cout, n in stages:
             for i in range(n):
-                layers.append(InvertedResidual(c, e, k, s if i == 0 else 1, ch(cout)))
+                layers.append(InvertedResidual(c, c * e, ch(cout), k, s if i == 0 else 1))
                 c = ch(cout)
         layers.append(conv_bn(c, 1280 if width == 1.0 else ch(1280)))
         self.features = nn.Sequential(*layers)

@@ -8,30 +8,13 @@ stride 2; 4: the same with a residual add), which keeps every kind of op at a bu
 
 from torch import nn
 
-from .common import SqueezeExcite, conv_bn, make_divisible, seeded
+from .common import InvertedResidual, conv_bn, make_divisible, seeded
 
 # kernel, expanded channels, output channels, squeeze-excite, activation, stride
 CONFIG = [(3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24, False, "RE", 1),
           (5, 96, 40, True, "HS", 2), (5, 240, 40, True, "HS", 1), (5, 240, 40, True, "HS", 1),
           (5, 120, 48, True, "HS", 1), (5, 144, 48, True, "HS", 1), (5, 288, 96, True, "HS", 2),
           (5, 576, 96, True, "HS", 1), (5, 576, 96, True, "HS", 1)]
-
-
-class Block(nn.Module):
-    def __init__(self, cin, k, exp, cout, se, nl, stride):
-        super().__init__()
-        act = nn.Hardswish if nl == "HS" else nn.ReLU
-        layers = [conv_bn(cin, exp, act=act)] if exp != cin else []
-        layers.append(conv_bn(exp, exp, k, stride, groups=exp, act=act))
-        if se:
-            layers.append(SqueezeExcite(exp, make_divisible(exp // 4)))
-        layers.append(conv_bn(exp, cout, act=None))
-        self.body = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.body(x)
-        return x + y if self.residual else y
 
 
 REDUCED = (0, 3, 4)
@@ -47,7 +30,8 @@ class MobileNetV3Small(nn.Module):
         layers, c = [conv_bn(3, ch(16), 3, 2, act=nn.Hardswish)], ch(16)
         for i, (k, exp, cout, se, nl, s) in enumerate(CONFIG):
             if blocks is None or i in blocks:
-                layers.append(Block(c, k, ch(exp), ch(cout), se, nl, s))
+                layers.append(InvertedResidual(c, ch(exp), ch(cout), k, s, nn.Hardswish if nl == "HS" else nn.ReLU,
+                                               se=make_divisible(ch(exp) // 4) if se else None))
                 c = ch(cout)
         layers.append(conv_bn(c, ch(576), act=nn.Hardswish))
         self.features = nn.Sequential(*layers)

@@ -211,6 +211,16 @@ def plan(g, views: bool = True) -> Plan:
                 return why
         return None
 
+    def try_view(t, parent, delta, but):
+        """Make t a view of parent at delta; None if it stands (dense, or strided with writers and readers that
+        take strided views), else undo it and say why."""
+        v.link(t, parent, delta)
+        why = None if v.dense(t) else strided_ok(t, but)
+        if why is not None:
+            del v.parent[t]
+            v.children[parent].remove(t)
+        return why
+
     if views:
         # concat inputs written in place by their producers
         for n in g.nodes:
@@ -237,12 +247,7 @@ def plan(g, views: bool = True) -> Plan:
                 elif not _same_quant(tt, g.tensors[y]):
                     why = "it is requantized to the output's scale and zero point"
                 if why is None:
-                    v.link(t, y, delta)
-                    if not v.dense(t):
-                        why = strided_ok(t, n)
-                        if why is not None:
-                            del v.parent[t]
-                            v.children[y].remove(t)
+                    why = try_view(t, y, delta, n)
                 if why is None:
                     placed.append(i)
                 else:
@@ -269,13 +274,7 @@ def plan(g, views: bool = True) -> Plan:
             elif reaches_output(s):
                 why = "it is a model output"
             if why is None:
-                xs = g.tensors[x].shape
-                v.link(s, x, _delta(xs, n.attrs["axis"], n.attrs["start"]))
-                if not v.dense(s):
-                    why = strided_ok(s, None)
-                    if why is not None:
-                        del v.parent[s]
-                        v.children[x].remove(s)
+                why = try_view(s, x, _delta(g.tensors[x].shape, n.attrs["axis"], n.attrs["start"]), None)
             if why is None:
                 elided.add(n.name)
                 notes[n.name] = f"a {'dense' if v.dense(s) else 'strided'} view of '{x}' (no copy)"

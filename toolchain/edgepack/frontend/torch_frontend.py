@@ -610,30 +610,16 @@ class _Walker:
 
     @TORCH_OPS.register("add", "add_", note="broadcasting; a constant added after a conv / dense becomes its bias; "
                         + CONST_INT8)
-    def op_add(self, node, b):
-        if b.get("alpha") not in (None, 1, 1.0):
-            self.fail(node, "add with alpha != 1 is not supported")
-        return self._binary(node, "add", b["self"], b["other"])
-
     @TORCH_OPS.register("sub", "sub_", note="broadcasting; " + CONST_INT8)
-    def op_sub(self, node, b):
-        if b.get("alpha") not in (None, 1, 1.0):
-            self.fail(node, "sub with alpha != 1 is not supported")
-        return self._binary(node, "sub", b["self"], b["other"])
-
     @TORCH_OPS.register("rsub", note="other - self; " + CONST_INT8)
-    def op_rsub(self, node, b):
-        if b.get("alpha") not in (None, 1, 1.0):
-            self.fail(node, "rsub with alpha != 1 is not supported")
-        return self._binary(node, "sub", b["other"], b["self"])
-
     @TORCH_OPS.register("mul", "mul_", note="broadcasting (per-channel scaling: squeeze-excite); " + CONST_INT8)
-    def op_mul(self, node, b):
-        return self._binary(node, "mul", b["self"], b["other"])
-
     @TORCH_OPS.register(*_COMPARE, note="inside a chain of element-wise ops on one input (one lookup table)")
-    def op_compare(self, node, b):
-        return self._binary(node, _COMPARE[_opname(node.target)], b["self"], b["other"])
+    def op_binary(self, node, b):
+        name = _opname(node.target).rstrip("_")
+        if b.get("alpha") not in (None, 1, 1.0):
+            self.fail(node, f"{name} with alpha != 1 is not supported")
+        a, o = (b["other"], b["self"]) if name == "rsub" else (b["self"], b["other"])
+        return self._binary(node, {"rsub": "sub", **_COMPARE}.get(name, name), a, o)
 
     @TORCH_OPS.register("where", note="inside a chain of element-wise ops on one input (one lookup table)")
     def op_where(self, node, b):

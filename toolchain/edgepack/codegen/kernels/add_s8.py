@@ -13,16 +13,14 @@ operand, a constant). Built with TVM's IRBuilder: the number of inputs is the la
 import numpy as np
 
 from .common import (buffer, c64, clamp_expr, elementwise_loops, i64, prim_func, requant_expr, requant_range,
-                     store)
+                     store, variadic_params)
 
-
-def params(n_inputs):
-    return [f"x{i}" for i in range(n_inputs)] + ["y"]
+params = variadic_params  # x0 .. x{n-1}, y
 
 
 def template(attrs, shapes):
     n = len(attrs["zps"])
-    names = params(n)
+    names = variadic_params(n)
     ls = int(attrs["left_shift"])
     terms, lo, hi = [], 0, 0
     for zp, m, sh, sg in zip(attrs["zps"], attrs["mults"], attrs["shifts"], attrs["signs"]):

@@ -203,3 +203,8 @@ def copy_block(src, src_base, src_strides, dst, dst_base, dst_strides, block, re
         si = src_base + sum(v * dm[1] for v, dm in zip(vs, dims))
         di = dst_base + sum(v * dm[2] for v, dm in zip(vs, dims))
         store(dst, value(src[si]), di)
+
+
+def variadic_params(n_inputs):
+    """Parameter names of a kernel with a variable number of inputs: x0 .. x{n-1}, y."""
+    return [f"x{i}" for i in range(n_inputs)] + ["y"]

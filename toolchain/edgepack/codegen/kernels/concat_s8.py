@@ -11,16 +11,14 @@ TVM's IRBuilder: the number of inputs is the layer's.
 
 import numpy as np
 
-from .common import buffer, copy_block, extent, hwc, prim_func, view
+from .common import buffer, copy_block, extent, hwc, prim_func, variadic_params, view
 
-
-def params(n_inputs):
-    return [f"x{i}" for i in range(n_inputs)] + ["y"]
+params = variadic_params  # x0 .. x{n-1}, y
 
 
 def template(attrs, shapes):
     n = len(attrs["zps"])
-    names = params(n)
+    names = variadic_params(n)
     axis = int(attrs["axis"])
     in_place = set((attrs.get("layout") or {}).get("in_place", []))
     yrs, yps = view(attrs, "y", shapes["y"])
