@@ -4,6 +4,7 @@ Run: PYTHONPATH=toolchain .venv/bin/python -m pytest tests/test_frontend.py -q
 """
 
 import hashlib
+import warnings
 import sys
 from pathlib import Path
 
@@ -458,3 +459,29 @@ def test_onnx_sum_comparisons_and_where(tmp_path):
     assert [n.op for n in q.nodes] == ["conv2d_s8", "clamp_s8", "lut_s8", "add_s8", "lut_s8"]
     assert len(q.nodes[3].inputs) == 3 and q.nodes[3].attrs["signs"] == [1, 1, 1]
     assert q.nodes[4].attrs["function"].startswith("where(greater(x, 1.5)")
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_legacy_onnx_decompositions_become_one_table_each(approximate, tmp_path):
+    """The legacy exporter at opset 13 writes GELU as Div / Erf / Add / Mul / Mul (or the tanh form's Mul / Add /
+    Tanh chain), HardSwish as HardSigmoid * x and SiLU as Sigmoid * x: each chain imports exactly and is one
+    lookup table after quantization."""
+    from edgepack.compress.quantize import quantize
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU(approximate=approximate),
+                            torch.nn.Conv2d(4, 2, 1), torch.nn.Hardswish(), torch.nn.Conv2d(2, 2, 1),
+                            torch.nn.SiLU()).eval()
+    p = tmp_path / "g.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.zeros(1, 3, 8, 8),), str(p), dynamo=False, opset_version=13)
+    assert "Gelu" not in {n.op_type for n in onnx.load(str(p)).graph.node}
+    g = load_model(p)
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        ref = m(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run_float_output(g, x), ref, rtol=0, atol=_tol(ref))
+    q = quantize(g, x)
+    assert [n.op for n in q.nodes] == ["conv2d_s8", "lut_s8", "conv2d_s8", "lut_s8", "conv2d_s8", "lut_s8"]
+    assert "erf(" in q.nodes[1].attrs["function"] or "tanh(" in q.nodes[1].attrs["function"]
