@@ -199,3 +199,18 @@ def test_relu_after_conv_is_fused_and_clamps_stay_clamps():
                                ("concat", [1, 3], {"axis": 1})]), CALIB)
     # ... but not when the sigmoid is also read by a non-element-wise op: each op is then its own table or op
     assert [n.op for n in q.nodes] == ["conv2d_s8", "lut_s8", "lut_s8", "add_s8", "concat_s8"]
+
+
+def test_prelu_then_relu_is_a_prelu_and_a_clamp():
+    """prelu_s8 has no output clamp: a ReLU after it stays a clamp (not fused, not lost)."""
+    from edgepack.reference.executor import run_int
+
+    g = _float_graph([])
+    g.add_const("slope", np.linspace(-0.5, 0.5, 4).astype(np.float32))
+    g.add_node("prelu", "pr", ["v0", "slope"], ["p"])
+    g.add_node("relu", "re", ["p"], ["y"])
+    g.outputs = ["y"]
+    q = quantize(infer_shapes(g), CALIB)
+    assert [n.op for n in q.nodes] == ["conv2d_s8", "prelu_s8", "clamp_s8"]
+    xq = np.random.default_rng(2).integers(-128, 128, (2, 5, 5, 3)).astype(np.int8)
+    assert run_int(q, xq).shape == (2, 5, 5, 4)

@@ -657,9 +657,9 @@ def _lower_pad(ctx, n):
 def _lower_prelu(ctx, n):
     """prelu: TFLite PRELU, slopes int8 symmetric per-tensor, one requantization for x >= 0 (s_x / s_y) and one
     for x < 0 (s_x s_alpha / s_y)."""
-    act, lo, hi, final, oq = ctx.fuse_output(n, add=False)
     x = ctx.name_of(n.inputs[0])
     iq = ctx.qp[x]
+    oq = activation_qparams(*ctx.ranges[n.outputs[0]])  # no output clamp: a following relu stays a clamp
     ctx.add_act(n.outputs[0], ctx.g.tensors[n.outputs[0]].shape, oq)
     slope = np.asarray(ctx.g.const(n.inputs[1]), np.float64).reshape(-1)
     a_scale = float(np.abs(slope).max() / 127.0) or 1.0
