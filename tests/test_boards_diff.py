@@ -28,6 +28,7 @@ CASES = {
     "dense_s8_bitmask": opgen.sparse_case("dense_s8_bitmask"),
 }
 BOARDS = {"cortex-m7": 8, "cortex-m33": 5, "rpi4": 5, "rpi-armhf": 5}
+CHAIN_BOARDS = {"cortex-m7": 6, "rpi4": 4}
 
 
 @pytest.mark.parametrize("board", list(BOARDS))
@@ -37,8 +38,15 @@ def test_board_equals_reference(board, op, tmp_path_factory):
 
     # the sparse-weight ops are the int8 arithmetic with another weight walk: fewer examples per board
     n = min(BOARDS[board], 4) if op.endswith(("_csr", "_bitmask")) else BOARDS[board]
-
     _check_on_board(board, b, op, CASES[op], n, tmp_path_factory, host_too=True)
+
+
+@pytest.mark.parametrize("board", list(CHAIN_BOARDS))
+def test_chain_of_elementwise_and_concat_ops(board, tmp_path_factory):
+    """lut, mul (squeeze-excite), add / sub of a constant, prelu, concat (in place, strided, requantized), slice
+    (view or copy) and pad in one graph per example: each of these kernels on the board."""
+    _check_on_board(board, require_board_tools(board), "chain", opgen.chain_case(), CHAIN_BOARDS[board],
+                    tmp_path_factory, host_too=True)
 
 
 def _check_on_board(board, b, op, cases, n, tmp_path_factory, host_too):

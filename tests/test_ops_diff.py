@@ -68,6 +68,51 @@ def test_add_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
 
 
+FEW = settings(SETTINGS, max_examples=10)
+
+
+@settings(SETTINGS, max_examples=6)
+@given(opgen.add_case(nary=True))
+def test_add_s8_nary(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@FEW
+@given(opgen.mul_case())
+def test_mul_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@settings(SETTINGS, max_examples=5)
+@given(opgen.lut_case())
+def test_lut_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@FEW
+@given(opgen.prelu_case())
+def test_prelu_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@FEW
+@given(opgen.pad_case())
+def test_pad_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@settings(SETTINGS, max_examples=14)
+@given(opgen.concat_case())
+def test_concat_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
+@settings(SETTINGS, max_examples=10)
+@given(opgen.slice_case())
+def test_slice_s8(tmp_path_factory, case):
+    check(case, tmp_path_factory)
+
+
 @settings(SETTINGS, max_examples=5)
 @given(opgen.clamp_case())
 def test_clamp_s8(tmp_path_factory, case):

@@ -151,6 +151,12 @@ TRUST_HELP = ("allow a pickled nn.Module .pt: unpickling it runs code from the f
               "files you trust (TorchScript .pt, .pt2 and .onnx never need it)")
 
 
+def cmd_ops(_a):
+    from .frontend import ops_text
+
+    print(ops_text(), end="")
+
+
 def parser():
     p = argparse.ArgumentParser(prog="edgepack", description="Compress a model and run it bit-exactly on "
                                 "microcontrollers, the Raspberry Pi and the host.")
@@ -218,6 +224,8 @@ def parser():
     f.set_defaults(func=cmd_flash)
     bo = sub.add_parser("boards", help="list the boards")
     bo.set_defaults(func=cmd_boards)
+    op = sub.add_parser("ops", help="list the supported operators per frontend, with the weight formats of each")
+    op.set_defaults(func=cmd_ops)
     return p
 
 

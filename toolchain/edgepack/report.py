@@ -94,6 +94,7 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
             "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),
             "output_storage": by_name[n.name]["output_storage"],
             "arena_offset": by_name[n.name]["arena_offset"],
+            "memory_note": by_name[n.name].get("memory_note"),
         })
     params = sum(int(t.data.size) for t in g.tensors.values() if t.data is not None)
     if elf:
@@ -115,6 +116,7 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
         "weights_bytes": sum(l["weight_bytes"] for l in layers),
         "const_bytes": facts["const_bytes"], "object_sizes": sizes,
         "arena_bytes": facts["arena_bytes"], "liveness_bound_bytes": facts["liveness_bound_bytes"],
+        "liveness_bound_without_views_bytes": facts.get("liveness_bound_without_views_bytes"),
         "activations_total_bytes": facts["activations_total_bytes"],
         "arena_over_bound": round(facts["arena_over_bound"], 4), "arena_plan": facts["arena_plan"],
         "input_bytes": facts["input_bytes"], "output_bytes": facts["output_bytes"],
@@ -143,6 +145,9 @@ def report_md(r: dict, plots=()) -> str:
         ins = f"{l['instructions']:.0f}" if l.get("instructions") is not None else ""
         lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l['weight_format'] or ''} | "
                      f"{l['input_shapes']} | {l['output_shape']} | {l['macs']} | {l['weight_bytes']} | {off} | {ins} |")
+    notes = [f"- {l['name']} ({l['op']}): {l['memory_note']}" for l in r["layers"] if l.get("memory_note")]
+    if notes:
+        lines += ["", "Memory plan: where a concat or slice is a view (no copy), and why a copy is made:", *notes]
     for p in plots:
         lines += ["", f"![{p}]({p})"]
     lines += ["", "Quantization card: quantization_card.md (`edgepack card OUT`)."]

@@ -1,7 +1,8 @@
 """Ahead-of-time C for an integer-dialect graph: kernels/*.c|h, weights.c, model.c, model.h.
 
 model.c calls one TVM-generated kernel per layer, in order, over one static arena planned by
-:mod:`edgepack.codegen.memplan`. Weights, biases, multipliers, shifts and lookup tables are ``const`` arrays in
+:mod:`edgepack.codegen.memplan`; a layer whose output is a view the plan made (an in-place concat, a slice of its
+input) runs no code, and a kernel writing or reading a strided view is specialised to its strides. Weights, biases, multipliers, shifts and lookup tables are ``const`` arrays in
 weights.c (flash on a microcontroller). Layers with the same op, shapes and attributes share one kernel.
 """
 
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .kernels import KERNELS
+from .kernels import KERNELS, const_params, param_names
+from .memplan import STRIDED_OPS
 from .memplan import plan as plan_arena
-from .tvm_c import lower_to_c, prototype
+from .tvm_c import kernel_c, prototype
 
 CTYPES = {"int8": "int8_t", "int32": "int32_t", "uint8": "uint8_t", "uint32": "uint32_t", "int16": "int16_t",
           "uint16": "uint16_t"}
@@ -41,13 +43,24 @@ def _c_array(values: np.ndarray, per_line: int = 24) -> str:
     return "    " + ",\n    ".join(lines)
 
 
-def kernel_spec(g, node):
-    """(kernel module, attrs, shapes by parameter name) of one layer."""
+def kernel_spec(g, node, mp=None):
+    """(kernel module, attrs, shapes by parameter name) of one layer; with the memory plan ``mp``, attrs["layout"]
+    holds the strides of the parameters that are strided views (and a concat's in-place inputs)."""
     mod = KERNELS[node.op]
-    names = mod.PARAMS
+    names = param_names(mod, len(node.inputs))
     tensors = list(node.inputs) + list(node.outputs)
     shapes = {p: tuple(g.tensors[t].shape) for p, t in zip(names, tensors)}
-    return mod, dict(node.attrs), shapes
+    attrs = dict(node.attrs)
+    if mp is not None:
+        layout = {p: tuple(mp.layouts[t]) for p, t in zip(names, tensors) if t in mp.layouts}
+        if node.name in mp.in_place:
+            layout["in_place"] = list(mp.in_place[node.name])
+        if layout:
+            if node.op not in STRIDED_OPS and any(k != "in_place" for k in layout):
+                raise ValueError(f"{node.name}: the memory plan gave a strided view to {node.op}, which cannot "
+                                 "take one")
+            attrs["layout"] = layout
+    return mod, attrs, shapes
 
 
 def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack build", progress=True):
@@ -63,15 +76,17 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     t0 = time.time()
     compute = [n for n in g.nodes if n.op != "reshape"]
     for i, n in enumerate(compute):
-        mod, attrs, shapes = kernel_spec(g, n)
+        if n.name in mp.elided:
+            layer_kernel[n.name] = None
+            continue
+        mod, attrs, shapes = kernel_spec(g, n, mp)
         key = json.dumps([n.op, attrs, shapes], sort_keys=True, default=str)
         if key not in kernels:
             idx = counts.get(n.op, 0)
             counts[n.op] = idx + 1
             name = f"ep_{n.op}_{idx}"
-            func = mod.template(attrs, shapes)
-            const_idx = {i for i, p in enumerate(mod.PARAMS) if p in mod.CONST}
-            body = lower_to_c(func, name, const_idx, mcpu=mcpu, template=n.op)
+            const_idx = const_params(mod, list(shapes))
+            body = kernel_c(name, key, lambda: mod.template(attrs, shapes), const_idx, mcpu=mcpu)
             proto = prototype(body)
             src = (_header(f"Kernel {name}: template {n.op}, layer {n.name}, shapes {shapes}", command)
                    + f'#include <stdint.h>\n#include <stdbool.h>\n#include "runtime/ep_kernels.h"\n#include "{name}.h"\n\n'
@@ -118,6 +133,8 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
             return consts[t]
         kind, off = mp.storage[t]
         p = {"input": "input", "output": "output"}[kind] if kind != "arena" else f"ep_arena + {off}"
+        if kind != "arena" and off:
+            p = f"{p} + {off}"
         dtype = g.tensors[t].dtype
         if dtype != "int8":  # packed binary activations: word-aligned (arena offsets are multiples of 4)
             p = f"({CTYPES[dtype]} *)(void *)({p})"
@@ -127,21 +144,25 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     layer_names = []
     layers = []
     for li, n in enumerate(compute):
-        args = [ptr(t) for t in list(n.inputs) + list(n.outputs)]
         kname = layer_kernel[n.name]
-        calls.append(f"    /* {li}: {n.name} ({n.op}) */\n    EP_LAYER_BEGIN({li});\n"
-                     f"    {kname}({', '.join(args)});\n    EP_LAYER_END({li});")
+        if kname is None:  # a view: nothing to run (the layer marks stay, so per-layer counts line up)
+            calls.append(f"    /* {li}: {n.name} ({n.op}): {mp.notes.get(n.name, 'a view')} */\n"
+                         f"    EP_LAYER_BEGIN({li});\n    EP_LAYER_END({li});")
+        else:
+            args = [ptr(t) for t in list(n.inputs) + list(n.outputs)]
+            calls.append(f"    /* {li}: {n.name} ({n.op}) */\n    EP_LAYER_BEGIN({li});\n"
+                         f"    {kname}({', '.join(args)});\n    EP_LAYER_END({li});")
         layer_names.append(n.name)
         st = mp.storage.get(n.outputs[0], ("", 0))
         layers.append({"name": n.name, "op": n.op, "kernel": kname, "output_storage": st[0],
-                       "arena_offset": st[1] if st[0] == "arena" else None})
+                       "arena_offset": st[1] if st[0] == "arena" else None, "memory_note": mp.notes.get(n.name)})
 
     def tinfo(t):
         shape = list(t.shape) + [0] * (6 - len(t.shape))  # EP_MAX_DIMS (runtime/ep_runtime.h)
         return (f"{{{len(t.shape)}, {{{', '.join(map(str, shape))}}}, {t.nbytes}, "
                 f"{float(t.quant.scale) if t.quant else 0.0!r}f, {int(t.quant.zero_point) if t.quant else 0}}}")
 
-    includes = "".join(f'#include "kernels/{k}.h"\n' for k in sorted(set(layer_kernel.values())))
+    includes = "".join(f'#include "kernels/{k}.h"\n' for k in sorted(set(layer_kernel.values()) - {None}))
     arena_decl = (f"static int8_t ep_arena[EP_MODEL_ARENA_BYTES] __attribute__((aligned(8)));\n"
                   if mp.arena_bytes else "")
     model_c = (_header("Model: calls the kernels in order over one static arena.", command)
@@ -169,10 +190,11 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     weights_bytes = sum(int(t.data.nbytes) for t in g.tensors.values() if t.data is not None)
     return {
         "arena_bytes": mp.arena_bytes, "liveness_bound_bytes": mp.bound_bytes,
+        "liveness_bound_without_views_bytes": mp.bound_without_views,
         "activations_total_bytes": mp.total_bytes, "arena_plan": mp.order,
         "arena_over_bound": (mp.arena_bytes / mp.bound_bytes) if mp.bound_bytes else 1.0,
         "input_bytes": iq.nbytes, "output_bytes": oq.nbytes,
-        "const_bytes": weights_bytes, "kernels": sorted(set(layer_kernel.values())),
+        "const_bytes": weights_bytes, "kernels": sorted(set(layer_kernel.values()) - {None}),
         "kernel_seconds": kernel_seconds, "layers": layers,
         "buffers": [{"tensors": b.tensors, "offset": b.offset, "bytes": b.size, "first_op": b.first,
                      "last_op": b.last} for b in mp.buffers.values()],

@@ -6,11 +6,13 @@ so a PrimFunc whose parameters are ``T.handle("int8")`` pointers comes out as
 library context and the ``__tvm_ffi_main`` entry) is cut here; read-only parameters get ``const``.
 
 Kernels are cached on disk by a hash of their TIR and the TVM version, so rebuilding a model whose layers
-did not change costs no TVM compilation.
+did not change costs no TVM compilation; :func:`kernel_c` also keys them by their specification (op, attributes,
+shapes, target) and the source of the kernel templates, so a warm build does not even construct the TIR.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -65,6 +67,33 @@ def target_for(mcpu: str | None):
     if mcpu:
         t["mcpu"] = mcpu
     return tvm.target.Target(t)
+
+
+@functools.lru_cache(maxsize=1)
+def _templates_hash() -> str:
+    """Hash of every kernel template and of this module (a change to either invalidates spec-keyed entries)."""
+    h = hashlib.sha256()
+    for p in sorted((Path(__file__).parent / "kernels").glob("*.py")) + [Path(__file__)]:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def kernel_c(name: str, spec: str, build, const_params, mcpu: str | None = None, use_cache: bool = True) -> str:
+    """The C of kernel ``name`` whose specification is the string ``spec``; ``build()`` makes its PrimFunc, called
+    only when neither this cache nor the TIR-keyed one of :func:`lower_to_c` has it."""
+    import tvm
+
+    key = hashlib.sha256(f"{tvm.__version__}|{__version__}|{CLEAN_VERSION}|{_templates_hash()}|{mcpu}|{name}|"
+                         f"{sorted(map(str, const_params))}|{spec}".encode()).hexdigest()
+    path = cache_dir() / f"{name}-spec-{key[:24]}.c"
+    if use_cache and path.exists():
+        return path.read_text()
+    src = lower_to_c(build(), name, const_params, mcpu=mcpu, use_cache=use_cache)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(src)
+    os.replace(tmp, path)
+    return src
 
 
 def lower_to_c(prim_func, name: str, const_params, mcpu: str | None = None,
