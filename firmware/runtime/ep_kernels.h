@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include "ep_dsp.h"
+
 /* Population count of a 32-bit word (for one-off counts: the binary conv kernels count whole windows
  * with the bit-sliced helpers further down).
  *

@@ -1,0 +1,82 @@
+"""Cortex-M DSP micro-kernels as TVM tensor intrinsics (``tvm.s_tir.TensorIntrin``), for the SMLAD schedules.
+
+``smlad_intrin(npb, nob)`` is the update of an npb x nob block of int32 accumulators (npb pixels, nob output
+channels) by one group of 4 reduction elements:
+
+    desc:  Acc[i, o] += Col[0, i, 2r + l] * W[o, 2l + r]     for i < npb, o < nob, r, l in {0, 1}
+
+Col holds int16 column values in SXTB16 lane order (word r of a group packs the elements 2l + r, l = 0, 1, of
+the natural order: what SXTAB16 / SXTAB16 ROR #8 of the 4 input bytes give); W holds the natural-order int8
+weights. The implementation loads each pixel's group as one 64-bit word (LDRD) and each channel's 4 weights as
+one 32-bit word, sign-extends the weights with SXTB16 and SXTB16 ROR #8 (bytes 0, 2 and 1, 3) and
+accumulates with two SMLADs per (pixel, channel):
+
+    impl:  Acc[i, o] = smlad(lo32(Col_i), sxtb16(W_o), smlad(hi32(Col_i), sxtb16_ror8(W_o), Acc[i, o]))
+
+smlad(a, b, acc) = acc + a.lo * b.lo + a.hi * b.hi, so the first SMLAD adds Col[i,0] * W[o,0] + Col[i,1] * W[o,2]
+and the second Col[i,2] * W[o,1] + Col[i,3] * W[o,3]: the description, term by term (in wrapping int32
+arithmetic, which the lowering proves exact: codegen/lower.py). The calls resolve to firmware/runtime/ep_dsp.h.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from tvm import s_tir
+from tvm.script import tirx as T
+from tvm.script.parser.core.entry import parse
+
+
+def _desc(npb: int, nob: int):
+    @T.prim_func(s_tir=True)
+    def desc(c: T.handle, w: T.handle, a: T.handle):
+        Col = T.match_buffer(c, (1, npb, 4), "int16", offset_factor=1)
+        Wt = T.match_buffer(w, (nob, 4), "int8", offset_factor=1)
+        Acc = T.match_buffer(a, (npb, nob), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(Acc[0:npb, 0:nob], Col[0, 0:npb, 0:4], Wt[0:nob, 0:4])
+            T.writes(Acc[0:npb, 0:nob])
+            for i, o, r, l in T.grid(npb, nob, 2, 2):
+                with T.sblock("update"):
+                    vi, vo, vr, vl = T.axis.remap("SSRR", [i, o, r, l])
+                    Acc[vi, vo] = Acc[vi, vo] + T.Cast("int32", Col[0, vi, vr * 2 + vl]) \
+                        * T.Cast("int32", Wt[vo, vl * 2 + vr])
+
+    return desc
+
+
+def _impl_source(npb: int, nob: int) -> str:
+    """TVMScript of the implementation, straight-line: every column and weight word loaded once."""
+    ext = 'T.call_extern("{t}", "{f}", {a})'
+    lines = [
+        "@T.prim_func(s_tir=True)",
+        "def impl(c: T.handle, w: T.handle, a: T.handle):",
+        f'    Col = T.match_buffer(c, (1, {npb}, 4), "int16", offset_factor=1)',
+        f'    Wt = T.match_buffer(w, ({nob}, 4), "int8", offset_factor=1)',
+        f'    Acc = T.match_buffer(a, ({npb}, {nob}), "int32", offset_factor=1)',
+        '    with T.sblock("root"):',
+        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0:{nob}, 0:4])",
+        f"        T.writes(Acc[0:{npb}, 0:{nob}])",
+    ]
+    for i in range(npb):
+        lines.append(f"        c{i}: T.let[T.int64] = " + ext.format(t="int64", f="ep_ld64a", a=f"T.address_of(Col[0, {i}, 0])"))
+        lines.append(f"        c{i}a: T.let[T.int32] = T.Cast(\"int32\", c{i})")
+        lines.append(f"        c{i}b: T.let[T.int32] = T.Cast(\"int32\", T.shift_right(c{i}, T.int64(32)))")
+    for o in range(nob):
+        lines.append(f"        w{o}: T.let[T.int32] = " + ext.format(t="int32", f="ep_ld32", a=f"T.address_of(Wt[{o}, 0])"))
+        lines.append(f"        w{o}a: T.let[T.int32] = " + ext.format(t="int32", f="ep_sxtb16", a=f"w{o}"))
+        lines.append(f"        w{o}b: T.let[T.int32] = " + ext.format(t="int32", f="ep_sxtb16_ror8", a=f"w{o}"))
+    for i in range(npb):
+        for o in range(nob):
+            inner = ext.format(t="int32", f="ep_smlad", a=f"c{i}b, w{o}b, Acc[{i}, {o}]")
+            lines.append(f"        Acc[{i}, {o}] = " + ext.format(t="int32", f="ep_smlad", a=f"c{i}a, w{o}a, {inner}"))
+    return "\n".join(lines) + "\n"
+
+
+@lru_cache(maxsize=None)
+def smlad_intrin(npb: int, nob: int) -> str:
+    """Register (once) and return the name of the npb x nob SMLAD micro-kernel."""
+    name = f"ep_smlad_{npb}x{nob}x4"
+    impl = parse(_impl_source(npb, nob), {"T": T})
+    s_tir.TensorIntrin.register(name, _desc(npb, nob), impl, override=True)
+    return name
