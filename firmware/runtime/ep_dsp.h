@@ -31,14 +31,15 @@ typedef int32_t __attribute__((may_alias, aligned(4))) ep_a32_t;
 static inline int32_t ep_ld32(const void* p) { return *(const ep_u32_t*)p; }
 static inline int32_t ep_ld32a(const void* p) { return *(const ep_a32_t*)p; }
 static inline void ep_st32a(void* p, int32_t v) { *(ep_a32_t*)p = v; }
+typedef int64_t __attribute__((may_alias, aligned(4))) ep_a64_t;
 #if defined(__thumb2__) && defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
 static inline int64_t ep_ld64a(const void* p) {
     int64_t r;
-    __asm__("ldrd %Q0, %R0, %1" : "=r"(r) : "m"(*(const ep_a32_t(*)[2])p));
+    /* "Uv": a register plus an immediate multiple of 4 within +-1020, the addressing LDRD has */
+    __asm__("ldrd %Q0, %R0, %1" : "=r"(r) : "Uv"(*(const ep_a64_t*)p));
     return r;
 }
 #else
-typedef int64_t __attribute__((may_alias, aligned(4))) ep_a64_t;
 static inline int64_t ep_ld64a(const void* p) { return *(const ep_a64_t*)p; }
 #endif
 #else
