@@ -52,6 +52,11 @@ def smlatt(a: int, b: int, acc: int) -> int:
     return s32(acc + halves(a)[1] * halves(b)[1])
 
 
+def smmulr(a: int, b: int) -> int:
+    """SMMULR: the high word of the signed 64-bit product, rounded (0x80000000 added first)."""
+    return s32((s32(a) * s32(b) + (1 << 31)) >> 32)
+
+
 def ssat(x: int, bits: int) -> int:
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return min(max(x, lo), hi)

@@ -16,7 +16,7 @@ from edgepack.build import RUNTIME_DIR
 from edgepack.runners import emulator
 from toolchains import require_board_tools
 
-N, OUTS = 160, 19
+N, OUTS = 160, 21
 PROBE = Path(__file__).parent / "c" / "dsp_probe.c"
 EDGES = [0, 1, -1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7F7F7F7F, 0x80808080, 0x7FFF7FFF, 0x80008000,
          0x80007FFF, -(2**31), 2**31 - 1, 0x00FF00FF, 0xFF00FF00]
@@ -43,7 +43,8 @@ def expected(rec):
                armdsp.smlad(a, b, acc), armdsp.smlabb(a, b, acc), armdsp.smlatt(a, b, acc)]
         out.append([v for v in row for _ in (0, 1)]
                    + [armdsp.ssat(acc >> (i & 15), 8), int(np.frombuffer(raw[off:off + 4], "<i4")[0]), 0]
-                   + [int(v) for v in np.frombuffer(raw[4 * (i & 1):4 * (i & 1) + 8], "<i4")])
+                   + [int(v) for v in np.frombuffer(raw[4 * (i & 1):4 * (i & 1) + 8], "<i4")]
+                   + [armdsp.smmulr(a, b)] * 2)
     return np.array(out, np.int64)
 
 
@@ -93,7 +94,7 @@ def test_intrinsics_equal_arm_semantics(name, tmp_path):
     want = expected(records())
     names = ["sxtb16", "sxtb16_c", "sxtb16_ror8", "sxtb16_ror8_c", "sxtab16", "sxtab16_c", "sxtab16_ror8",
              "sxtab16_ror8_c", "smlad", "smlad_c", "smlabb", "smlabb_c", "smlatt", "smlatt_c", "sat8", "ld32", None,
-             "ld64a_lo", "ld64a_hi"]
+             "ld64a_lo", "ld64a_hi", "smmulr", "smmulr_c"]
     for k, nm in enumerate(names):
         if nm is None:
             continue

@@ -15,6 +15,7 @@
  *   ep_smlad(a, b, acc)  = acc + a.lo * b.lo + a.hi * b.hi (signed 16 x 16), mod 2^32 SMLAD
  *   ep_smlabb(a, b, acc) = acc + a.lo * b.lo, mod 2^32                                SMLABB
  *   ep_smlatt(a, b, acc) = acc + a.hi * b.hi, mod 2^32                                SMLATT
+ *   ep_smmulr(a, b)      = (a * b + 2^31) >> 32, the rounded high word of the 64-bit product   SMMULR
  *   ep_ld32(p)           = the 4 bytes at p (any alignment) as an int32, little-endian
  *   ep_ld32a(p) / ep_st32a(p, v): the same at a 4-byte aligned address
  *   ep_ld64a(p)          = the 8 bytes at a 4-byte aligned p as an int64, little-endian: one LDRD on M-profile
@@ -97,6 +98,10 @@ static inline int32_t ep_smlatt_c(int32_t a, int32_t b, int32_t acc) {
     return (int32_t)((uint32_t)acc + (uint32_t)(ep_hi16_c(a) * ep_hi16_c(b)));
 }
 
+static inline int32_t ep_smmulr_c(int32_t a, int32_t b) {
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 31)) >> 32);
+}
+
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(EP_PORTABLE_DSP)
 #include <arm_acle.h>
 #define EP_DSP_NATIVE 1
@@ -118,6 +123,11 @@ static inline int32_t ep_smlad(int32_t a, int32_t b, int32_t acc) {
 }
 static inline int32_t ep_smlabb(int32_t a, int32_t b, int32_t acc) { return __smlabb(a, b, acc); }
 static inline int32_t ep_smlatt(int32_t a, int32_t b, int32_t acc) { return __smlatt(a, b, acc); }
+static inline int32_t ep_smmulr(int32_t a, int32_t b) {
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
 #else
 #define EP_DSP_NATIVE 0
 static inline int32_t ep_sxtb16(int32_t x) { return ep_sxtb16_c(x); }
@@ -127,6 +137,7 @@ static inline int32_t ep_sxtab16_ror8(int32_t a, int32_t x) { return ep_sxtab16_
 static inline int32_t ep_smlad(int32_t a, int32_t b, int32_t acc) { return ep_smlad_c(a, b, acc); }
 static inline int32_t ep_smlabb(int32_t a, int32_t b, int32_t acc) { return ep_smlabb_c(a, b, acc); }
 static inline int32_t ep_smlatt(int32_t a, int32_t b, int32_t acc) { return ep_smlatt_c(a, b, acc); }
+static inline int32_t ep_smmulr(int32_t a, int32_t b) { return ep_smmulr_c(a, b); }
 #endif
 
 #endif /* EP_DSP_H */

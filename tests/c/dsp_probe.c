@@ -33,6 +33,8 @@ int ep_model_run(const int8_t *input, int8_t *output) {
         int64_t d = ep_ld64a(in + 4 * (r & 1));
         put(out, 17, (int32_t)d);
         put(out, 18, (int32_t)(d >> 32));
+        put(out, 19, ep_smmulr(a, b));
+        put(out, 20, ep_smmulr_c(a, b));
     }
     return 0;
 }

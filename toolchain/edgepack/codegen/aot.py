@@ -3,6 +3,10 @@
 model.c calls one TVM-generated kernel per layer, in order, over one static arena planned by
 :mod:`edgepack.codegen.memplan`. Weights, biases, multipliers, shifts and lookup tables are ``const`` arrays in
 weights.c (flash on a microcontroller). Layers with the same op, shapes and attributes share one kernel.
+
+The kernel of each layer comes from the schedule table (:mod:`edgepack.codegen.schedules`) for the board's
+features: a scheduled kernel may read constants the lowering derived from the graph's (they are emitted as
+``ep_c_<layer>_<param>``, and graph constants no kernel reads are not emitted) and scratch memory in the arena.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from .. import __version__
 from .kernels import KERNELS
 from .memplan import plan as plan_arena
+from .schedules import choose
 from .tvm_c import lower_to_c, prototype
 
 CTYPES = {"int8": "int8_t", "int32": "int32_t", "uint8": "uint8_t", "uint32": "uint32_t", "int16": "int16_t",
@@ -50,32 +55,58 @@ def kernel_spec(g, node):
     return mod, dict(node.attrs), shapes
 
 
-def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack build", progress=True):
+def layer_choice(g, node, features=()):
+    """The schedule table's kernel for one layer (schedules.choose) and its tensors by parameter name."""
+    mod = KERNELS[node.op]
+    tensors = dict(zip(mod.PARAMS, list(node.inputs) + list(node.outputs)))
+    shapes = {p: tuple(g.tensors[t].shape) for p, t in tensors.items()}
+    consts = {p: g.tensors[t].data for p, t in tensors.items() if g.tensors[t].data is not None}
+    return choose(node.op, features, dict(node.attrs), shapes, consts), tensors, shapes
+
+
+def build_kernel(choice, shapes):
+    """The kernel's PrimFunc: the template, transformed by the module's schedule where it has one."""
+    func = choice.module.template(choice.attrs, shapes)
+    if choice.scheduled:
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        choice.module.schedule(sch, choice.attrs, shapes)
+        func = sch.mod["main"]
+    return func
+
+
+def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack build", progress=True,
+             features=()):
     """Write the C sources for ``g`` into ``out``; return a dict of facts for the report."""
     out = Path(out)
     (out / "kernels").mkdir(parents=True, exist_ok=True)
-    mp = plan_arena(g)
+    compute = [n for n in g.nodes if n.op != "reshape"]
+    choices = {n.name: layer_choice(g, n, features) for n in compute}
+    mp = plan_arena(g, scratch={k: c[0].scratch for k, c in choices.items() if c[0].scratch})
 
     # ---- kernels ----------------------------------------------------------------------------------
     kernels = {}  # spec key -> kernel name
     layer_kernel = {}
     counts = {}
     t0 = time.time()
-    compute = [n for n in g.nodes if n.op != "reshape"]
     for i, n in enumerate(compute):
-        mod, attrs, shapes = kernel_spec(g, n)
-        key = json.dumps([n.op, attrs, shapes], sort_keys=True, default=str)
+        choice, _, shapes = choices[n.name]
+        mod, attrs = choice.module, choice.attrs
+        key = json.dumps([n.op, choice.name, attrs, shapes], sort_keys=True, default=str)
         if key not in kernels:
-            idx = counts.get(n.op, 0)
-            counts[n.op] = idx + 1
-            name = f"ep_{n.op}_{idx}"
-            func = mod.template(attrs, shapes)
+            base = n.op if choice.feature == "plain" else choice.name
+            idx = counts.get(base, 0)
+            counts[base] = idx + 1
+            name = f"ep_{base}_{idx}"
+            func = build_kernel(choice, shapes)
             const_idx = {i for i, p in enumerate(mod.PARAMS) if p in mod.CONST}
-            body = lower_to_c(func, name, const_idx, mcpu=mcpu, template=n.op)
+            body = lower_to_c(func, name, const_idx, mcpu=mcpu, template=choice.name, scheduled=choice.scheduled)
             proto = prototype(body)
-            src = (_header(f"Kernel {name}: template {n.op}, layer {n.name}, shapes {shapes}", command)
+            how = f"template {choice.name}" + (f", {choice.feature} schedule" if choice.scheduled else "")
+            src = (_header(f"Kernel {name}: {how}, layer {n.name}, shapes {shapes}", command)
                    + f'#include <stdint.h>\n#include <stdbool.h>\n#include "runtime/ep_kernels.h"\n#include "{name}.h"\n\n'
-                   + body)
+                   + ("EP_SCHEDULED " if choice.scheduled else "") + body)
             guard = name.upper() + "_H"
             hdr = (_header(f"Kernel {name}", command) + f"#ifndef {guard}\n#define {guard}\n#include <stdint.h>\n"
                    f"{proto}\n#endif\n")
@@ -90,23 +121,41 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     kernel_seconds = time.time() - t0
 
     # ---- weights.c --------------------------------------------------------------------------------
-    consts = {}
-    wparts = [_header("Constant data: weights, biases, requantization multipliers and shifts, tables.",
-                      command), "#include <stdint.h>\n#include \"model.h\"\n"]
-    decls = []
+    # the arrays the kernel calls read: graph constants, and the lowering's replacements of them
+    arrays = {}  # symbol -> (ctype, values)
+    consts = {}  # graph tensor name -> symbol (read by some kernel, or replaced by one layer's lowering)
+    layer_args = {}  # layer name -> {param: symbol} for its lowered constants
     used = set()
-    for t in g.tensors.values():
-        if t.data is None:
-            continue
-        sym = base = "ep_c_" + cname(t.name)
-        k = 1
+
+    def new_symbol(base):
+        sym, k = base, 1
         while sym in used:
             sym, k = f"{base}_{k}", k + 1
         used.add(sym)
-        consts[t.name] = sym
-        ctype = CTYPES[t.dtype]
-        n = int(t.data.size)
-        wparts.append(f"\nconst {ctype} {sym}[{n}] = {{\n{_c_array(t.data)}\n}};\n")
+        return sym
+
+    graph_syms = {}  # graph tensors the kernels read as they are
+    for n in compute:
+        choice, tensors, _ = choices[n.name]
+        for p, t in tensors.items():
+            if g.tensors[t].data is None:
+                continue
+            if p in choice.consts:
+                sym = new_symbol("ep_c_" + cname(n.name) + "_" + p)
+                data = np.asarray(choice.consts[p])
+                arrays[sym] = (CTYPES[str(data.dtype)], data)
+                layer_args.setdefault(n.name, {})[p] = sym
+                consts.setdefault(t, sym)
+            elif t not in graph_syms:
+                graph_syms[t] = new_symbol("ep_c_" + cname(t))
+                arrays[graph_syms[t]] = (CTYPES[g.tensors[t].dtype], g.tensors[t].data)
+    consts.update(graph_syms)
+    wparts = [_header("Constant data: weights, biases, requantization multipliers and shifts, tables.",
+                      command), "#include <stdint.h>\n#include \"model.h\"\n"]
+    decls = []
+    for sym, (ctype, data) in arrays.items():
+        n = int(data.size)
+        wparts.append(f"\nconst {ctype} {sym}[{n}] __attribute__((aligned(4))) = {{\n{_c_array(data)}\n}};\n")
         decls.append(f"extern const {ctype} {sym}[{n}];")
 
     # ---- model.c / model.h ------------------------------------------------------------------------
@@ -114,8 +163,8 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     oq = g.tensors[g.outputs[0]]
 
     def ptr(t):
-        if t in consts:
-            return consts[t]
+        if t in graph_syms:
+            return graph_syms[t]
         kind, off = mp.storage[t]
         p = {"input": "input", "output": "output"}[kind] if kind != "arena" else f"ep_arena + {off}"
         dtype = g.tensors[t].dtype
@@ -127,14 +176,24 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     layer_names = []
     layers = []
     for li, n in enumerate(compute):
-        args = [ptr(t) for t in list(n.inputs) + list(n.outputs)]
+        choice, tensors, _ = choices[n.name]
+        args = []
+        for p in choice.module.PARAMS:
+            if p == "scratch":
+                args.append(f"(int16_t *)(void *)(ep_arena + {mp.scratch[n.name]})")
+            elif p in layer_args.get(n.name, {}):
+                args.append(layer_args[n.name][p])
+            else:
+                args.append(ptr(tensors[p]))
         kname = layer_kernel[n.name]
         calls.append(f"    /* {li}: {n.name} ({n.op}) */\n    EP_LAYER_BEGIN({li});\n"
                      f"    {kname}({', '.join(args)});\n    EP_LAYER_END({li});")
         layer_names.append(n.name)
         st = mp.storage.get(n.outputs[0], ("", 0))
         layers.append({"name": n.name, "op": n.op, "kernel": kname, "output_storage": st[0],
-                       "arena_offset": st[1] if st[0] == "arena" else None})
+                       "arena_offset": st[1] if st[0] == "arena" else None, "schedule": choice.feature,
+                       "schedule_note": choice.note or None, "scratch_bytes": choice.scratch,
+                       "scratch_offset": mp.scratch.get(n.name)})
 
     def tinfo(t):
         shape = list(t.shape) + [0] * (4 - len(t.shape))
@@ -166,16 +225,18 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     (out / "model.c").write_text(model_c)
     (out / "model.h").write_text(model_h)
 
-    weights_bytes = sum(int(t.data.nbytes) for t in g.tensors.values() if t.data is not None)
+    weights_bytes = sum(int(d.nbytes) for _, d in arrays.values())
     return {
         "arena_bytes": mp.arena_bytes, "liveness_bound_bytes": mp.bound_bytes,
+        "tensor_liveness_bound_bytes": mp.tensor_bound_bytes, "largest_scratch_bytes": mp.scratch_bytes,
         "activations_total_bytes": mp.total_bytes, "arena_plan": mp.order,
         "arena_over_bound": (mp.arena_bytes / mp.bound_bytes) if mp.bound_bytes else 1.0,
         "input_bytes": iq.nbytes, "output_bytes": oq.nbytes,
         "const_bytes": weights_bytes, "kernels": sorted(set(layer_kernel.values())),
         "kernel_seconds": kernel_seconds, "layers": layers,
-        "buffers": [{"tensors": b.tensors, "offset": b.offset, "bytes": b.size, "first_op": b.first,
-                     "last_op": b.last} for b in mp.buffers.values()],
+        "buffers": [{"tensors": b.tensors or [b.name], "offset": b.offset, "bytes": b.size, "first_op": b.first,
+                     "last_op": b.last, "kind": "scratch" if not b.tensors else "tensor"}
+                    for b in mp.buffers.values()],
         "sources_sha256": hashlib.sha256(model_c.encode()).hexdigest(),
         "const_symbols": consts,
     }

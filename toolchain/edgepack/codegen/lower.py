@@ -42,15 +42,18 @@ def fold_zero_point(bias, w2d, zp: int) -> np.ndarray:
 def requantize32(acc, mult, shift):
     """The 32-bit requantization the scheduled kernels compute (numpy model of the C, int64 arrays).
 
-        x = acc * 2^left,  left = max(shift, 0),  e = max(-shift, 0)
-        q = (x * M + 2^30) >> 31                          (SMULL, then the high word: 64-bit, floor)
+            x = acc * 2^left,  left = max(shift, 0),  e = max(-shift, 0)
+        q = (x * M + 2^30) >> 31 = (2x * M + 2^31) >> 32  (one SMMULR of 2x: exact, 2x is an int32)
         r = (2q + 2^e - [q < 0]) >> (e + 1)               (32-bit: add, add, arithmetic shift)
+
+    The kernels form 2x as 2 acc + 2 bias (one ADD with a shifted operand, the lowering doubling the bias: see
+    :func:`double_bias`) and q with SMMULR (firmware/runtime/ep_dsp.h ep_smmulr: (a b + 2^31) >> 32).
 
     Proof that r = RDBPOT(SRDHM(sat32(x), M), e) of reference/arith.py when |x| < 2^29 and e <= 30:
     no saturation (|x| < 2^31); SRDHM's nudge is 2^30 for ab >= 0 and 1 - 2^30 for ab < 0 with truncating
     division by 2^31, and for ab < 0, trunc((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31) (the numerator is
     negative, and ceil(v / 2^31) = floor((v + 2^31 - 1) / 2^31)), so SRDHM = floor((ab + 2^30) / 2^31) = q in both
-    cases; |q| <= |x| < 2^29 since M < 2^31. RDBPOT(q, e) is floor((q + 2^(e-1) - [q < 0]) / 2^e) for e >= 1
+    cases, and floor((ab + 2^30) / 2^31) = floor((2ab + 2^31) / 2^32); |q| <= |x| < 2^29 since M < 2^31. RDBPOT(q, e) is floor((q + 2^(e-1) - [q < 0]) / 2^e) for e >= 1
     (round half away from zero) and q for e = 0. Doubling numerator and denominator gives
     floor((2q + 2^e - 2[q < 0]) / 2^(e+1)); for q < 0 the numerator 2q + 2^e - 2 is even and 2q + 2^e - 1 is odd,
     so adding 1 cannot reach the next multiple of 2^(e+1) and the floor is unchanged: r. For e = 0,
@@ -96,6 +99,12 @@ def plan_requant(bound, mult, shift) -> RequantPlan:
             mult[o], shift[o], changed = 0, 0, True
     return RequantPlan(True, mult.astype(np.int32), shift.astype(np.int32), bool((shift > 0).any()), changed,
                        bound=[int(a) for a in bound])
+
+
+def double_bias(bias) -> np.ndarray:
+    """2 bias, the addend of 2 acc in the kernels' 2x (exact where the requantization plan is fast:
+    |bias| <= A < 2^29)."""
+    return (np.asarray(bias, np.int64) * 2).astype(np.int32)
 
 
 def pad_rows(w2d, multiple: int = 4) -> np.ndarray:

@@ -9,6 +9,10 @@ any one op -- is a lower bound on any arena for this op order.
 The planner tries several placement orders (TFLite Micro's greedy-by-size, by first use, by
 size x lifetime) with first-fit offsets, and a two-ended (ping-pong) placement capped at the bound, and
 keeps the smallest arena; the report gives arena / bound.
+
+A kernel may need scratch memory for its own duration (the int16 im2col columns of the SMLAD schedules):
+``scratch`` maps a node's name to its bytes, planned as a buffer live at that node only. The bound without
+scratch (``tensor_bound_bytes``) plus the largest scratch bounds the bound with it.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ class Plan:
     buffers: dict  # buffer name -> Buffer
     storage: dict  # tensor name -> ("input" | "output" | "arena", offset)
     order: str = ""
+    scratch: dict = field(default_factory=dict)  # node name -> arena offset of its scratch buffer
+    tensor_bound_bytes: int = 0  # liveness bound of the activations alone
+    scratch_bytes: int = 0  # the largest scratch buffer
 
 
 def _first_fit(bufs, order_key):
@@ -83,8 +90,12 @@ def _two_ended(bufs, cap):
     return max((b.offset + _align(b.size) for b in bufs), default=0)
 
 
-def plan(g) -> Plan:
-    """Plan the arena of an integer-dialect graph (nodes in execution order)."""
+SCRATCH = "scratch:"  # buffer-name prefix of a node's scratch
+
+
+def plan(g, scratch: dict | None = None) -> Plan:
+    """Plan the arena of an integer-dialect graph (nodes in execution order); ``scratch``: node name -> bytes."""
+    scratch = scratch or {}
     root = {}
 
     def find(t):
@@ -115,10 +126,16 @@ def plan(g) -> Plan:
             if t not in b.tensors:
                 b.tensors.append(t)
 
+    tensor_bound = 0
+    for i in range(len(g.nodes)):
+        tensor_bound = max(tensor_bound, sum(_align(b.size) for b in bufs.values() if b.first <= i <= b.last))
+    total = sum(_align(b.size) for b in bufs.values())
+    for i, n in enumerate(g.nodes):
+        if scratch.get(n.name):
+            bufs[SCRATCH + n.name] = Buffer(SCRATCH + n.name, int(scratch[n.name]), i, i)
     bound = 0
     for i in range(len(g.nodes)):
         bound = max(bound, sum(_align(b.size) for b in bufs.values() if b.first <= i <= b.last))
-    total = sum(_align(b.size) for b in bufs.values())
 
     orders = {
         "greedy-by-size": lambda b: (-b.size, b.first),
@@ -153,4 +170,6 @@ def plan(g) -> Plan:
             storage[t] = ("output", 0)
         elif r in bufs:
             storage[t] = ("arena", bufs[r].offset)
-    return Plan(best or 0, bound, total, bufs, storage, best_name)
+    offsets = {k[len(SCRATCH):]: b.offset for k, b in bufs.items() if k.startswith(SCRATCH)}
+    return Plan(best or 0, bound, total, bufs, storage, best_name, offsets, tensor_bound,
+                max((int(v) for v in scratch.values()), default=0))

@@ -30,3 +30,36 @@ def requantize_store(Y, idx, acc, mult, shift, t, out_zp, act_min, act_max):
                                      T.int64(1), T.int64(0)) + T.int64(out_zp)
     Y[idx] = T.Cast("int8", T.Select(t[4] > T.int64(act_max), T.int64(act_max),
                                      T.Select(t[4] < T.int64(act_min), T.int64(act_min), t[4])))
+
+
+
+
+
+def right_shift(shift, left: bool):
+    """e = max(-s, 0), the rounding right shift of requantize (just -s when no channel shifts left)."""
+    return T.max(0 - shift, 0) if left else 0 - shift
+
+
+def requantize32_store(Y, idx, acc, bias, mult, shift, half, e, left: bool, out_zp: int, lo: int, hi: int):
+    """Y[idx] = int8(clamp(requantize(acc + b, mult, shift) + out_zp, lo, hi)) in 32-bit instructions, as
+    codegen/lower.py requantize32 states and proves (valid where the layer's lowering plan is ``fast``):
+
+        2x = 2 acc + bias  (``bias`` = 2 b, doubled by the lowering)   or  (acc + bias) << (max(s, 0) + 1)
+        q = SMMULR(2x, M) = (2x M + 2^31) >> 32,   r = (2q + 2^e + (q >> 31)) >> (e + 1)
+
+    ``half`` = 2^e and ``e`` = right_shift(shift) are the caller's per-channel lets (one per channel, shared by
+    its pixels); ``left``: whether any channel of the layer has s > 0 (then ``bias`` is b itself). Clamps with
+    one SSAT (ep_sat8) for the full int8 range, else with comparisons (Select, never min/max: see
+    requantize_store)."""
+
+    @T.macro
+    def store():
+        x2: T.let[T.int32] = T.shift_left(acc + bias, T.max(shift, 0) + 1) if left else acc * 2 + bias
+        q: T.let[T.int32] = T.call_extern("int32", "ep_smmulr", x2, mult)
+        r: T.let[T.int32] = T.shift_right(q * 2 + half + T.shift_right(q, 31), e + 1) + out_zp
+        if (lo, hi) == (-128, 127):
+            Y[idx] = T.Cast("int8", T.call_extern("int32", "ep_sat8", r))
+        else:
+            Y[idx] = T.Cast("int8", T.Select(r > hi, T.int32(hi), T.Select(r < lo, T.int32(lo), r)))
+
+    return store

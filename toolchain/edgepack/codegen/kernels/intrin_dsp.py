@@ -27,22 +27,28 @@ from tvm.script import tirx as T
 from tvm.script.parser.core.entry import parse
 
 
-def _desc(npb: int, nob: int):
-    @T.prim_func(s_tir=True)
-    def desc(c: T.handle, w: T.handle, a: T.handle):
-        Col = T.match_buffer(c, (1, npb, 4), "int16", offset_factor=1)
-        Wt = T.match_buffer(w, (nob, 4), "int8", offset_factor=1)
-        Acc = T.match_buffer(a, (npb, nob), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(Acc[0:npb, 0:nob], Col[0, 0:npb, 0:4], Wt[0:nob, 0:4])
-            T.writes(Acc[0:npb, 0:nob])
-            for i, o, r, l in T.grid(npb, nob, 2, 2):
-                with T.sblock("update"):
-                    vi, vo, vr, vl = T.axis.remap("SSRR", [i, o, r, l])
-                    Acc[vi, vo] = Acc[vi, vo] + T.Cast("int32", Col[0, vi, vr * 2 + vl]) \
-                        * T.Cast("int32", Wt[vo, vl * 2 + vr])
-
-    return desc
+def _desc_source(npb: int, nob: int) -> str:
+    """TVMScript of the description; axes of extent 1 are loops without block iterators (as the scheduled
+    block has them)."""
+    axes = [(n, v, e) for n, v, e in (("i", "vi", npb), ("o", "vo", nob)) if e > 1] + [("r", "vr", 2), ("l", "vl", 2)]
+    kinds = "S" * (len(axes) - 2) + "RR"
+    vi = "vi" if npb > 1 else "0"
+    vo = "vo" if nob > 1 else "0"
+    return "\n".join([
+        "@T.prim_func(s_tir=True)",
+        "def desc(c: T.handle, w: T.handle, a: T.handle):",
+        f'    Col = T.match_buffer(c, (1, {npb}, 4), "int16", offset_factor=1)',
+        f'    Wt = T.match_buffer(w, ({nob}, 4), "int8", offset_factor=1)',
+        f'    Acc = T.match_buffer(a, ({npb}, {nob}), "int32", offset_factor=1)',
+        '    with T.sblock("root"):',
+        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0:{nob}, 0:4])",
+        f"        T.writes(Acc[0:{npb}, 0:{nob}])",
+        f"        for i, o, r, l in T.grid({npb}, {nob}, 2, 2):",
+        '            with T.sblock("update"):',
+        f'                {", ".join(v for _, v, _ in axes)} = T.axis.remap("{kinds}", [{", ".join(n for n, _, _ in axes)}])',
+        f"                Acc[{vi}, {vo}] = Acc[{vi}, {vo}] + T.Cast(\"int32\", Col[0, {vi}, vr * 2 + vl]) "
+        f"* T.Cast(\"int32\", Wt[{vo}, vl * 2 + vr])",
+    ]) + "\n"
 
 
 def _impl_source(npb: int, nob: int) -> str:
@@ -60,16 +66,14 @@ def _impl_source(npb: int, nob: int) -> str:
     ]
     for i in range(npb):
         lines.append(f"        c{i}: T.let[T.int64] = " + ext.format(t="int64", f="ep_ld64a", a=f"T.address_of(Col[0, {i}, 0])"))
-        lines.append(f"        c{i}a: T.let[T.int32] = T.Cast(\"int32\", c{i})")
-        lines.append(f"        c{i}b: T.let[T.int32] = T.Cast(\"int32\", T.shift_right(c{i}, T.int64(32)))")
-    for o in range(nob):
+    for o in range(nob):  # channel by channel: each weight word's lanes live only for its SMLADs
         lines.append(f"        w{o}: T.let[T.int32] = " + ext.format(t="int32", f="ep_ld32", a=f"T.address_of(Wt[{o}, 0])"))
         lines.append(f"        w{o}a: T.let[T.int32] = " + ext.format(t="int32", f="ep_sxtb16", a=f"w{o}"))
         lines.append(f"        w{o}b: T.let[T.int32] = " + ext.format(t="int32", f="ep_sxtb16_ror8", a=f"w{o}"))
-    for i in range(npb):
-        for o in range(nob):
-            inner = ext.format(t="int32", f="ep_smlad", a=f"c{i}b, w{o}b, Acc[{i}, {o}]")
-            lines.append(f"        Acc[{i}, {o}] = " + ext.format(t="int32", f="ep_smlad", a=f"c{i}a, w{o}a, {inner}"))
+        for i in range(npb):
+            lo, hi = f'T.Cast("int32", c{i})', f'T.Cast("int32", T.shift_right(c{i}, T.int64(32)))'
+            inner = ext.format(t="int32", f="ep_smlad", a=f"{hi}, w{o}b, Acc[{i}, {o}]")
+            lines.append(f"        Acc[{i}, {o}] = " + ext.format(t="int32", f="ep_smlad", a=f"{lo}, w{o}a, {inner}"))
     return "\n".join(lines) + "\n"
 
 
@@ -78,5 +82,6 @@ def smlad_intrin(npb: int, nob: int) -> str:
     """Register (once) and return the name of the npb x nob SMLAD micro-kernel."""
     name = f"ep_smlad_{npb}x{nob}x4"
     impl = parse(_impl_source(npb, nob), {"T": T})
-    s_tir.TensorIntrin.register(name, _desc(npb, nob), impl, override=True)
+    desc = parse(_desc_source(npb, nob), {"T": T})
+    s_tir.TensorIntrin.register(name, desc, impl, override=True)
     return name
