@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import __version__
 
 _REGISTERED = False
-CLEAN_VERSION = 3  # bump when clean_c changes, so cached kernels are regenerated
+CLEAN_VERSION = 4  # bump when clean_c changes, so cached kernels are regenerated
 
 
 def _register():
@@ -135,7 +135,23 @@ def clean_c(src: str, name: str, const_params: set, restrict: bool = False) -> s
         if not re.search(r"\b" + re.escape(pname) + r"\b", body):
             unused.append(pname)  # TVM removed every access (e.g. a window that never touches the input)
     voids = "".join(f"  (void){u};\n" for u in unused)
-    return f"void {name}({', '.join(params)}) {{\n{voids}{body}}}\n"
+    return f"void {name}({', '.join(params)}) {{\n{voids}{drop_dead_locals(body)}}}\n"
+
+
+_LOCAL = re.compile(r"^\s*(?:u?int\d+_t|bool) (\w+) = ([\w\s()+\-*/%<>&|^~]+);\n", re.M)
+
+
+def drop_dead_locals(body: str) -> str:
+    """Remove local definitions nothing reads whose value is arithmetic on names (no call, no memory access):
+    TVM's common-subexpression pass leaves a kernel's named lets behind as unused aliases of its cse_v names
+    (``int32_t r = cse_v3;``), which -Wall -Werror rejects."""
+    while True:
+        dead = [m for m in _LOCAL.finditer(body)
+                if len(re.findall(r"\b" + re.escape(m.group(1)) + r"\b", body)) == 1]
+        if not dead:
+            return body
+        for m in reversed(dead):
+            body = body[:m.start()] + body[m.end():]
 
 
 def prototype(c_def: str) -> str:
