@@ -7,11 +7,12 @@ What it computes (the template, block form):
             Col[g, i, 2r + l] = x(p, k = 4g + 2l + r) - in_zp, 0 for taps in the padding and for k >= K
             (k = (ky * KW + kx) * C + c, the OHWI weight order; K4 = K rounded up to 4, G = K4 / 4 groups;
             the group's two words hold the elements 0, 2 and 1, 3: the lanes SXTAB16 and SXTAB16 ROR #8 give)
-    mac     Acc[p, o] = sum over g, r, l of Col[g, i, 2r + l] * W4[o, 4g + 2l + r]       (= sum_k (x - zp) * w)
+    mac     Acc[p, o] = sum over g, r, l of Col[g, i, 2r + l] * Wb[o // NOB, g, o % NOB, 2l + r]  (= sum_k (x - zp) w)
     out     y[p, o] = clamp(requantize32(Acc[p, o] + bias[o], mult[o], shift[o]) + out_zp, act_min, act_max)
 
-W4 is the weight matrix (O, K) zero-padded to (O, K4) by the lowering, which also doubles the bias for the
-SMMULR requantization (common.requantize32_store); the accumulator and requantization
+Wb is the weight matrix (O, K), zero-padded to (O, K4) and stored in blocks of NOB channels by the lowering
+(Wb[ob, g, j, :] = the 4 weights of group g of channel ob * NOB + j: one LDRD reads two channels' words), which
+also doubles the bias for the SMMULR requantization (common.requantize32_store); the accumulator and requantization
 bounds are proven there (codegen/lower.py), else the layer keeps the plain kernel. Col lives in the arena
 (``scratch``: G x 2 x 4 int16, planned by memplan), the two pixel columns interleaved per group so that one
 LDRD reads a pixel's group.
@@ -35,6 +36,7 @@ from .intrin_dsp import smlad_intrin
 PARAMS = ["x", "w", "bias", "mult", "shift", "y", "scratch"]
 CONST = {"x", "w", "bias", "mult", "shift"}
 INT32_MAX = 2**31 - 1
+UNROLL_GROUPS = 4  # im2col: a tap's channel groups are copied unrolled up to this many
 
 
 def geometry(attrs, shapes) -> dict:
@@ -65,7 +67,9 @@ def lower(attrs, shapes, consts):
     rq = plan_requant(bound, consts["mult"], consts["shift"])
     if not rq.fast:
         return None, f"32-bit requantization not proven: {rq.why}"
-    new = {"w": pad_rows(w2)}
+    g = geometry(attrs, shapes)
+    nob, G = g["NOB"], g["G"]
+    new = {"w": pad_rows(w2).reshape(-1, nob, G, 4).transpose(0, 2, 1, 3).copy()}
     if not rq.left:
         new["bias"] = double_bias(consts["bias"])
     if rq.changed:
@@ -82,7 +86,7 @@ def _nzp2(zp: int) -> int:
 def template(attrs, shapes):
     g = geometry(attrs, shapes)
     H, W, C, O, KH, KW, OW, P = (g[k] for k in ("H", "W", "C", "O", "KH", "KW", "OW", "P"))
-    K, K4, G, NPB, NQ = (g[k] for k in ("K", "K4", "G", "NPB", "NQ"))
+    K, K4, G, NPB, NQ, NOB = (g[k] for k in ("K", "K4", "G", "NPB", "NQ", "NOB"))
     (SH, SW), (PT, PL, _, _), (DH, DW) = attrs["strides"], attrs["pads"], attrs["dilations"]
     zp, out_zp = int(attrs["in_zp"]), int(attrs["out_zp"])
     lo, hi = int(attrs["act_min"]), int(attrs["act_max"])
@@ -98,13 +102,19 @@ def template(attrs, shapes):
         T.evaluate(T.call_extern("void", "ep_st32a", T.address_of(Col[gi, i, 2]), v1))
 
     @T.macro
+    def copy_group(X, Col, src, gi, i):
+        v: T.let[T.int32] = T.call_extern("int32", "ep_ld32", T.address_of(X[src]))
+        put(Col, gi, i, T.call_extern("int32", "ep_sxtab16", T.int32(nzp2), v),
+            T.call_extern("int32", "ep_sxtab16_ror8", T.int32(nzp2), v))
+
+    @T.macro
     def copy_tap(X, Col, iy, ix, ky, kx, i):
-        for cg in range(C4):
-            put(Col, (ky * KW + kx) * C4 + cg, i,
-                T.call_extern("int32", "ep_sxtab16", T.int32(nzp2),
-                              T.call_extern("int32", "ep_ld32", T.address_of(X[(iy * W + ix) * C + cg * 4]))),
-                T.call_extern("int32", "ep_sxtab16_ror8", T.int32(nzp2),
-                              T.call_extern("int32", "ep_ld32", T.address_of(X[(iy * W + ix) * C + cg * 4]))))
+        if C4 <= UNROLL_GROUPS:
+            for cg in T.unroll(C4):
+                copy_group(X, Col, (iy * W + ix) * C + cg * 4, (ky * KW + kx) * C4 + cg, i)
+        else:
+            for cg in range(C4):
+                copy_group(X, Col, (iy * W + ix) * C + cg * 4, (ky * KW + kx) * C4 + cg, i)
 
     @T.macro
     def zero_taps(Col, g0, n, i):
@@ -159,7 +169,7 @@ def template(attrs, shapes):
                shift: T.handle("int32"), y: T.handle("int8"), scratch: T.handle("int16")):
         T.func_attr({"tirx.noalias": True})
         X = T.decl_buffer((H * W * C,), "int8", data=x)
-        Wt = T.decl_buffer((O, K4), "int8", data=w)
+        Wt = T.decl_buffer((O // NOB, G, NOB, 4), "int8", data=w)
         B = T.decl_buffer((O,), "int32", data=bias)
         M = T.decl_buffer((O,), "int32", data=mult)
         S = T.decl_buffer((O,), "int32", data=shift)
@@ -181,7 +191,7 @@ def template(attrs, shapes):
                         with T.init():
                             Acc[vq * NPB + vi, vo] = 0
                         Acc[vq * NPB + vi, vo] = Acc[vq * NPB + vi, vo] + T.Cast("int32", Col[vg, vi, vr * 2 + vl]) \
-                            * T.Cast("int32", Wt[vo, vg * 4 + vl * 2 + vr])
+                            * T.Cast("int32", Wt[vo // NOB, vg, vo % NOB, vl * 2 + vr])
             for q, o in T.grid(NQ, O):
                 with T.sblock("out"):  # channel o of pixel pair q: the channel's constants once
                     vq, vo = T.axis.remap("SS", [q, o])

@@ -3,12 +3,13 @@
 ``smlad_intrin(npb, nob)`` is the update of an npb x nob block of int32 accumulators (npb pixels, nob output
 channels) by one group of 4 reduction elements:
 
-    desc:  Acc[i, o] += Col[0, i, 2r + l] * W[o, 2l + r]     for i < npb, o < nob, r, l in {0, 1}
+    desc:  Acc[i, o] += Col[0, i, 2r + l] * W[0, 0, o, 2l + r]     for i < npb, o < nob, r, l in {0, 1}
 
 Col holds int16 column values in SXTB16 lane order (word r of a group packs the elements 2l + r, l = 0, 1, of
 the natural order: what SXTAB16 / SXTAB16 ROR #8 of the 4 input bytes give); W holds the natural-order int8
-weights. The implementation loads each pixel's group as one 64-bit word (LDRD) and each channel's 4 weights as
-one 32-bit word, sign-extends the weights with SXTB16 and SXTB16 ROR #8 (bytes 0, 2 and 1, 3) and
+weights of the block's channels, adjacent (the lowering stores them blocked). The implementation loads each
+pixel's group as one 64-bit word (LDRD), two channels' 4 weights each as one 64-bit word (one 32-bit word for a
+single channel), sign-extends the weights with SXTB16 and SXTB16 ROR #8 (bytes 0, 2 and 1, 3) and
 accumulates with two SMLADs per (pixel, channel):
 
     impl:  Acc[i, o] = smlad(lo32(Col_i), sxtb16(W_o), smlad(hi32(Col_i), sxtb16_ror8(W_o), Acc[i, o]))
@@ -38,42 +39,70 @@ def _desc_source(npb: int, nob: int) -> str:
         "@T.prim_func(s_tir=True)",
         "def desc(c: T.handle, w: T.handle, a: T.handle):",
         f'    Col = T.match_buffer(c, (1, {npb}, 4), "int16", offset_factor=1)',
-        f'    Wt = T.match_buffer(w, ({nob}, 4), "int8", offset_factor=1)',
+        f'    Wt = T.match_buffer(w, (1, 1, {nob}, 4), "int8", offset_factor=1)',
         f'    Acc = T.match_buffer(a, ({npb}, {nob}), "int32", offset_factor=1)',
         '    with T.sblock("root"):',
-        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0:{nob}, 0:4])",
+        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0, 0, 0:{nob}, 0:4])",
         f"        T.writes(Acc[0:{npb}, 0:{nob}])",
         f"        for i, o, r, l in T.grid({npb}, {nob}, 2, 2):",
         '            with T.sblock("update"):',
         f'                {", ".join(v for _, v, _ in axes)} = T.axis.remap("{kinds}", [{", ".join(n for n, _, _ in axes)}])',
         f"                Acc[{vi}, {vo}] = Acc[{vi}, {vo}] + T.Cast(\"int32\", Col[0, {vi}, vr * 2 + vl]) "
-        f"* T.Cast(\"int32\", Wt[{vo}, vl * 2 + vr])",
+        f"* T.Cast(\"int32\", Wt[0, 0, {vo}, vl * 2 + vr])",
     ]) + "\n"
 
 
 def _impl_source(npb: int, nob: int) -> str:
-    """TVMScript of the implementation, straight-line: every column and weight word loaded once."""
+    """TVMScript of the implementation, straight-line, every column and weight word loaded once, in the order
+    that keeps the fewest values live (13 registers for 2 x 2: 4 accumulators, 4 weight lanes, one pixel's
+    group, 3 pointers): with several pixels the weights are extended first and each pixel's group follows;
+    with one pixel its group comes first and the channels follow one by one."""
     ext = 'T.call_extern("{t}", "{f}", {a})'
     lines = [
         "@T.prim_func(s_tir=True)",
         "def impl(c: T.handle, w: T.handle, a: T.handle):",
         f'    Col = T.match_buffer(c, (1, {npb}, 4), "int16", offset_factor=1)',
-        f'    Wt = T.match_buffer(w, ({nob}, 4), "int8", offset_factor=1)',
+        f'    Wt = T.match_buffer(w, (1, 1, {nob}, 4), "int8", offset_factor=1)',
         f'    Acc = T.match_buffer(a, ({npb}, {nob}), "int32", offset_factor=1)',
         '    with T.sblock("root"):',
-        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0:{nob}, 0:4])",
+        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0, 0, 0:{nob}, 0:4])",
         f"        T.writes(Acc[0:{npb}, 0:{nob}])",
     ]
-    for i in range(npb):
-        lines.append(f"        c{i}: T.let[T.int64] = " + ext.format(t="int64", f="ep_ld64a", a=f"T.address_of(Col[0, {i}, 0])"))
-    for o in range(nob):  # channel by channel: each weight word's lanes live only for its SMLADs
-        lines.append(f"        w{o}: T.let[T.int32] = " + ext.format(t="int32", f="ep_ld32", a=f"T.address_of(Wt[{o}, 0])"))
-        lines.append(f"        w{o}a: T.let[T.int32] = " + ext.format(t="int32", f="ep_sxtb16", a=f"w{o}"))
-        lines.append(f"        w{o}b: T.let[T.int32] = " + ext.format(t="int32", f="ep_sxtb16_ror8", a=f"w{o}"))
+
+    pairs = npb > 1  # one pixel: a word per channel keeps fewer values live than a pair per LDRD
+
+    def weights(o):
+        out = []
+        if pairs and o % 2 == 0 and o + 1 < nob:  # the block's channels are adjacent: two words per LDRD
+            out.append(f"        wp{o}: T.let[T.int64] = " + ext.format(t="int64", f="ep_ld64a", a=f"T.address_of(Wt[0, 0, {o}, 0])"))
+            out.append(f'        w{o}: T.let[T.int32] = T.Cast("int32", wp{o})')
+        elif pairs and o % 2 == 1:
+            out.append(f'        w{o}: T.let[T.int32] = T.Cast("int32", T.shift_right(wp{o - 1}, T.int64(32)))')
+        else:
+            out.append(f"        w{o}: T.let[T.int32] = " + ext.format(t="int32", f="ep_ld32a", a=f"T.address_of(Wt[0, 0, {o}, 0])"))
+        out.append(f"        w{o}a: T.let[T.int32] = " + ext.format(t="int32", f="ep_sxtb16", a=f"w{o}"))
+        out.append(f"        w{o}b: T.let[T.int32] = " + ext.format(t="int32", f="ep_sxtb16_ror8", a=f"w{o}"))
+        return out
+
+    def column(i):
+        return [f"        c{i}: T.let[T.int64] = " + ext.format(t="int64", f="ep_ld64a", a=f"T.address_of(Col[0, {i}, 0])")]
+
+    def mac(i, o):
+        lo, hi = f'T.Cast("int32", c{i})', f'T.Cast("int32", T.shift_right(c{i}, T.int64(32)))'
+        inner = ext.format(t="int32", f="ep_smlad", a=f"{hi}, w{o}b, Acc[{i}, {o}]")
+        return [f"        Acc[{i}, {o}] = " + ext.format(t="int32", f="ep_smlad", a=f"{lo}, w{o}a, {inner}")]
+
+    if npb > 1:
+        for o in range(nob):
+            lines += weights(o)
         for i in range(npb):
-            lo, hi = f'T.Cast("int32", c{i})', f'T.Cast("int32", T.shift_right(c{i}, T.int64(32)))'
-            inner = ext.format(t="int32", f="ep_smlad", a=f"{hi}, w{o}b, Acc[{i}, {o}]")
-            lines.append(f"        Acc[{i}, {o}] = " + ext.format(t="int32", f="ep_smlad", a=f"{lo}, w{o}a, {inner}"))
+            lines += column(i)
+            for o in range(nob):
+                lines += mac(i, o)
+    else:
+        lines += column(0)
+        for o in range(nob):
+            lines += weights(o) + mac(0, o)
     return "\n".join(lines) + "\n"
 
 
