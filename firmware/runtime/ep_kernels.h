@@ -14,7 +14,7 @@
  * five stack accesses, 25 without scheduling (arm-none-eabi-gcc 12, -O2): spills cost more than the
  * scheduling buys. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
-#define EP_SCHEDULED __attribute__((optimize("no-schedule-insns", "no-schedule-insns2")))
+#define EP_SCHEDULED __attribute__((optimize("no-schedule-insns", "no-schedule-insns2", "no-tree-loop-distribute-patterns")))
 #else
 #define EP_SCHEDULED
 #endif

@@ -180,7 +180,7 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
         args = []
         for p in choice.module.PARAMS:
             if p == "scratch":
-                args.append(f"(int16_t *)(void *)(ep_arena + {mp.scratch[n.name]})")
+                args.append(f"(void *)(ep_arena + {mp.scratch[n.name]})" if n.name in mp.scratch else "(void *)0")
             elif p in layer_args.get(n.name, {}):
                 args.append(layer_args[n.name][p])
             else:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .kernels import KERNELS, conv2d_s8_smlad, dense_s8_smlad
+from .kernels import KERNELS, conv2d_s8_smlad, dense_s8_smlad, dwconv2d_s8_fold
 
 SCHEDULES = {
     ("conv2d_s8", "dsp"): conv2d_s8_smlad,
     ("dense_s8", "dsp"): dense_s8_smlad,
+    ("dwconv2d_s8", "dsp"): dwconv2d_s8_fold,
 }
 KNOWN_FEATURES = ("dsp",)
 
