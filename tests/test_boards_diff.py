@@ -1,6 +1,10 @@
 """Differential tests on the boards: for every operator, random shapes (hypothesis), the raw outputs of the
 firmware on the emulated Cortex-M7 and Cortex-M33 (QEMU system mode) and of the static binaries on the
-Raspberry Pi boards (qemu-aarch64, qemu-arm) equal the numpy reference, every element."""
+Raspberry Pi boards (qemu-aarch64, qemu-arm) equal the numpy reference, every element.
+
+Boards with the DSP feature (cortex-m7, cortex-m33, rpi-armhf; cortex-m4 below) run the DSP schedules of
+conv2d_s8, dwconv2d_s8 and dense_s8 on the real instructions; "rpi4+dsp" builds those schedules for the
+aarch64 board (no DSP extension: the portable C of ep_dsp.h)."""
 
 import numpy as np
 import pytest
@@ -28,15 +32,21 @@ CASES = {
     "dense_s8_bitmask": opgen.sparse_case("dense_s8_bitmask"),
 }
 BOARDS = {"cortex-m7": 8, "cortex-m33": 5, "rpi4": 5, "rpi-armhf": 5}
+SCHEDULED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8")  # kernels of the DSP schedule table
+DSP_BOARDS = {"cortex-m4": 3, "rpi4+dsp": 3}  # the scheduled kernels only, on two more targets
 
 
-@pytest.mark.parametrize("board", list(BOARDS))
-@pytest.mark.parametrize("op", list(CASES))
+@pytest.mark.parametrize("board,op", [(b, op) for b in BOARDS for op in CASES]
+                         + [(b, op) for b in DSP_BOARDS for op in SCHEDULED_OPS])
 def test_board_equals_reference(board, op, tmp_path_factory):
-    b = require_board_tools(board)
+    name, _, forced = board.partition("+")
+    b = require_board_tools(name)
+    if forced:
+        b = dict(b, features=[forced])
 
     # the sparse-weight ops are the int8 arithmetic with another weight walk: fewer examples per board
-    n = min(BOARDS[board], 4) if op.endswith(("_csr", "_bitmask")) else BOARDS[board]
+    n = DSP_BOARDS[board] if board in DSP_BOARDS else \
+        min(BOARDS[board], 4) if op.endswith(("_csr", "_bitmask")) else BOARDS[board]
 
     @settings(max_examples=n, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
@@ -44,7 +54,9 @@ def test_board_equals_reference(board, op, tmp_path_factory):
     def check(case):
         g, seed = case
         folder = tmp_path_factory.mktemp(f"{board}-{op}")
-        emit(g, b, folder, "pytest tests/test_boards_diff.py")
+        facts, _, _ = emit(g, b, folder, "pytest tests/test_boards_diff.py")
+        if op in SCHEDULED_OPS and "dsp" in b.get("features", []):
+            assert facts["layers"][-1]["schedule"] == "dsp", facts["layers"]
         m = Model(folder)
         rng = np.random.default_rng(seed)
         x = rng.integers(-128, 128, (3,) + tuple(g.tensors[g.inputs[0]].shape[1:])).astype(np.int8)

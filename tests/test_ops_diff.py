@@ -14,10 +14,17 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-def check(case, tmp_path_factory, n=4):
+# the host build with the DSP features of the Cortex-M boards: the DSP schedules' kernels, through the
+# portable C definitions of firmware/runtime/ep_dsp.h (tests/test_dsp_intrin.py checks them against the Arm
+# semantics; tests/test_boards_diff.py runs the same kernels on the real instructions)
+DSP_HOST = dict(get_board("host"), features=["dsp"])
+
+
+def check(case, tmp_path_factory, n=4, board=None, schedule="plain"):
     g, seed = case
     folder = tmp_path_factory.mktemp("op")
-    emit(g, get_board("host"), folder, "pytest tests/test_ops_diff.py")
+    facts, _, _ = emit(g, board or get_board("host"), folder, "pytest tests/test_ops_diff.py")
+    assert [l["schedule"] for l in facts["layers"]] == [schedule] * len(facts["layers"]), facts["layers"]
     m = Model(folder)
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (n,) + tuple(g.tensors[g.inputs[0]].shape[1:])).astype(np.int8)
@@ -48,6 +55,24 @@ def test_dwconv2d_s8(tmp_path_factory, case):
 @given(opgen.dense_case())
 def test_dense_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
+
+
+@settings(SETTINGS, max_examples=15)
+@given(opgen.conv_case())
+def test_conv2d_s8_smlad_schedule(tmp_path_factory, case):
+    check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
+
+
+@settings(SETTINGS, max_examples=15)
+@given(opgen.conv_case(depthwise=True))
+def test_dwconv2d_s8_fold_schedule(tmp_path_factory, case):
+    check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
+
+
+@settings(SETTINGS, max_examples=15)
+@given(opgen.dense_case())
+def test_dense_s8_smlad_schedule(tmp_path_factory, case):
+    check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
 
 
 @SETTINGS
@@ -90,3 +115,50 @@ def test_bconv2d_b1(tmp_path_factory, case):
 @given(opgen.binary_case(out_bits=False))
 def test_bconv2d_b1_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
+
+
+def _avgpool_graph(x_shape, zp, **attrs):
+    from edgepack.graph import Graph, QParams
+    g = Graph()
+    q = QParams(0.05, zp)
+    g.add_tensor("x", x_shape, "int8", quant=q)
+    oh = (x_shape[1] + attrs["pads"][0] + attrs["pads"][2] - attrs["kernel"][0]) // attrs["strides"][0] + 1
+    ow = (x_shape[2] + attrs["pads"][1] + attrs["pads"][3] - attrs["kernel"][1]) // attrs["strides"][1] + 1
+    g.add_tensor("y", (1, oh, ow, x_shape[3]), "int8", quant=q)
+    g.add_node("avgpool_s8", "pool", ["x"], ["y"], zp=zp, **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g
+
+
+@pytest.mark.parametrize("count_include_pad", [False, True])
+def test_avgpool_rounds_the_raw_sum_like_tflite(tmp_path, count_include_pad):
+    """Exact ties (even window counts): TFLite rounds the raw sum half away from zero, round(sum(x) / d),
+    which differs by 1 from zp + round(sum(x - zp) / d) when the two sums have opposite signs."""
+    from edgepack.reference.arith import round_div_away
+    zp = 3
+    g = _avgpool_graph((1, 2, 4, 2), zp, kernel=(2, 2), strides=(2, 2), pads=(0, 0, 0, 0),
+                       count_include_pad=count_include_pad)
+    # window sums 2, -2, 6 and 10 over 4 taps: ties +0.5, -0.5, 1.5, 2.5
+    x = np.array([[[[1, -1], [1, -1], [3, 4], [3, 4]], [[0, 0], [0, 0], [0, 1], [0, 1]]]], np.int8)
+    m = _emit_model(g, tmp_path)
+    want = reference.run_raw(m, x)
+    assert want.reshape(-1).tolist() == [1, -1, 2, 3]  # raw-sum rounding, away from zero
+    old = [int(round_div_away(np.int64(s - 4 * zp), 4)) + zp for s in (2, -2, 6, 10)]
+    assert old == [0, -1, 1, 2]  # the zero-point-relative rounding, off by one on three of the four ties
+    assert np.array_equal(host.run_raw(m, x), want)
+    # padded windows count zp for the padded taps when count_include_pad
+    g = _avgpool_graph((1, 1, 3, 1), zp, kernel=(2, 2), strides=(2, 2), pads=(1, 1, 0, 0),
+                       count_include_pad=count_include_pad)
+    m = _emit_model(g, tmp_path / "pad")
+    x = np.array([[[[5], [-4], [7]]]], np.int8)
+    want = reference.run_raw(m, x).reshape(-1).tolist()
+    d = 4 if count_include_pad else 1
+    first = int(round_div_away(np.int64(5 + (3 * zp if count_include_pad else 0)), d))
+    assert want[0] == first
+    assert np.array_equal(host.run_raw(m, x), reference.run_raw(m, x))
+
+
+def _emit_model(g, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    emit(g, get_board("host"), folder, "pytest tests/test_ops_diff.py")
+    return Model(folder)

@@ -127,8 +127,8 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
                         "summed, requantized to the output" if _used(q, "add_s8") else "none in the model",
         "pooling": {"max": "on int8 values, output keeps the input's scale and zero point"
                     if _used(q, "maxpool_s8") else "none",
-                    "average": "integer sum over the window, round-half-away division, output keeps the input's "
-                    "scale and zero point" if _used(q, "avgpool_s8") else "none"},
+                    "average": "integer sum of the raw values over the window (zero point for the padded taps it "
+                    "counts), round-half-away division (TFLite), output keeps the input's scale and zero point" if _used(q, "avgpool_s8") else "none"},
         "softmax": "int8 in, exp by a 256-entry 16-bit lookup table, output scale 1/256, zero point -128"
         if _used(q, "softmax_s8") else "none",
         "pruning": [s for s in provenance if "prun" in str(s.get("method", "")).lower()] or "none recorded",

@@ -1,8 +1,10 @@
-"""ep_avgpool_s8: int8 NHWC average pooling, y = zp + round_half_away(sum(x - zp over in-bounds taps) / d).
+"""ep_avgpool_s8: int8 NHWC average pooling, y = round_half_away(S / d) (TFLite's AveragePool, reference/ops.py).
 
-d is KH*KW when count_include_pad (or without padding), a compile-time constant the C compiler turns into a
-multiplication; otherwise the in-bounds tap count of the window, computed once per output pixel. The sums of
-a block of channels are kept in a small int32 array while the taps are walked, so the innermost loop runs over
+S is the sum of the raw int8 values over the in-bounds taps, plus zp for each padded tap when
+count_include_pad (added once per output pixel: (KH*KW - in-bounds taps) * zp). d is KH*KW when
+count_include_pad (or without padding), a compile-time constant the C compiler turns into a multiplication;
+otherwise the in-bounds tap count of the window, computed once per output pixel. The sums of a block of
+channels are kept in a small int32 array while the taps are walked, so the innermost loop runs over
 contiguous channels.
 """
 
@@ -32,34 +34,39 @@ def template(attrs, shapes):
     NB, TAIL = C // CB, C % CB
     reads_x = _any_tap_in_bounds(H, OH, KH, SH, PT) and _any_tap_in_bounds(W, OW, KW, SW, PL)
 
+    pad_zp = bool(attrs["count_include_pad"]) and padded and zp != 0  # padded taps add zp each
+
     @T.macro
     def finish(Y, acc, d, oy, ox, c0, n):
         # round half away from zero with C's truncating division (reference arith.round_div_away)
         if const_div:
             for j in range(n):
                 Y[(oy * OW + ox) * C + c0 + j] = T.Cast("int8", T.max(T.min(T.truncdiv(
-                    T.Select(acc[j] >= 0, acc[j] + D // 2, acc[j] - D // 2), D) + zp, 127), -128))
+                    T.Select(acc[j] >= 0, acc[j] + D // 2, acc[j] - D // 2), D), 127), -128))
         else:
             for j in range(n):
                 Y[(oy * OW + ox) * C + c0 + j] = T.Cast("int8", T.max(T.min(T.truncdiv(
-                    T.Select(acc[j] >= 0, acc[j] + d[1], acc[j] - d[1]), d[0]) + zp, 127), -128))
+                    T.Select(acc[j] >= 0, acc[j] + d[1], acc[j] - d[1]), d[0]), 127), -128))
 
     @T.macro
     def block(X, Y, acc, d, oy, ox, c0, n):
         for j in range(n):
-            acc[j] = 0
+            if pad_zp:
+                acc[j] = d[2]
+            else:
+                acc[j] = 0
         for ky in range(KH):
             if padded:
                 if 0 <= oy * SH - PT + ky < H:
                     for kx in range(KW):
                         if 0 <= ox * SW - PL + kx < W:
                             for j in range(n):
-                                acc[j] = acc[j] + (T.Cast("int32", X[((oy * SH - PT + ky) * W + ox * SW - PL + kx)
-                                                                     * C + c0 + j]) - zp)
+                                acc[j] = acc[j] + T.Cast("int32", X[((oy * SH - PT + ky) * W + ox * SW - PL + kx)
+                                                                    * C + c0 + j])
             else:
                 for kx in range(KW):
                     for j in range(n):
-                        acc[j] = acc[j] + (T.Cast("int32", X[((oy * SH + ky) * W + ox * SW + kx) * C + c0 + j]) - zp)
+                        acc[j] = acc[j] + T.Cast("int32", X[((oy * SH + ky) * W + ox * SW + kx) * C + c0 + j])
         finish(Y, acc, d, oy, ox, c0, n)
 
     @T.prim_func
@@ -70,16 +77,19 @@ def template(attrs, shapes):
         if not reads_x:
             T.evaluate(T.call_extern("int32", "(void)", x))  # every window lies in the padding
         acc = T.alloc_buffer((CB,), "int32")
-        if const_div:
+        if const_div and not pad_zp:
             d = acc  # unused
         else:
-            d = T.alloc_buffer((2,), "int32")
+            d = T.alloc_buffer((3,), "int32")
         for oy, ox in T.grid(OH, OW):
             if not const_div:
                 # in-bounds taps of the window; an all-padding window (sum 0) divides by 1
                 d[0] = T.max(T.max(T.min(oy * SH - PT + KH, H) - T.max(oy * SH - PT, 0), 0)
                              * T.max(T.min(ox * SW - PL + KW, W) - T.max(ox * SW - PL, 0), 0), 1)
                 d[1] = d[0] >> 1
+            if pad_zp:  # zp for each padded tap the divisor counts
+                d[2] = (D - T.max(T.min(oy * SH - PT + KH, H) - T.max(oy * SH - PT, 0), 0)
+                        * T.max(T.min(ox * SW - PL + KW, W) - T.max(ox * SW - PL, 0), 0)) * zp
             if NB == 1:
                 block(X, Y, acc, d, oy, ox, 0, CB)
             else:
