@@ -75,6 +75,12 @@ def test_dense_s8_smlad_schedule(tmp_path_factory, case):
     check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
 
 
+@settings(SETTINGS, max_examples=15)
+@given(opgen.pool_case("avgpool_s8", channels=(4, 8, 12, 32)))
+def test_avgpool_s8_sxtab16_schedule(tmp_path_factory, case):
+    check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
+
+
 @SETTINGS
 @given(opgen.pool_case("maxpool_s8"))
 def test_maxpool_s8(tmp_path_factory, case):

@@ -5,7 +5,8 @@ extension, or the same SIMD32 instructions of Armv7-A). For each layer the first
 an entry for the op picks a *scheduled kernel*: a module with PARAMS / CONST, ``lower(attrs, shapes, consts)``
 (the build-time identities of codegen/lower.py, with their bounds: it returns ``(None, reason)`` where they do
 not hold), ``template(attrs, shapes)`` (block-form TIR: what it computes), ``schedule(sch, attrs, shapes)``
-(tvm.s_tir.Schedule primitives onto the micro-kernels of kernels/intrin_dsp.py) and ``scratch_bytes``.
+(tvm.s_tir.Schedule primitives onto the micro-kernels of kernels/intrin_dsp.py; a kernel without one is
+emitted as written) and ``scratch_bytes``.
 Every other layer, and every layer on a board without features, gets the plain kernel: kernels.KERNELS[op]
 (PARAMS, CONST, template; its TIR is emitted as written). A kernel a later engineer adds to KERNELS alone
 keeps working on every board.
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .kernels import KERNELS, conv2d_s8_smlad, dense_s8_smlad, dwconv2d_s8_fold
+from .kernels import KERNELS, avgpool_s8_sxtab16, conv2d_s8_smlad, dense_s8_smlad, dwconv2d_s8_fold
 
 SCHEDULES = {
     ("conv2d_s8", "dsp"): conv2d_s8_smlad,
     ("dense_s8", "dsp"): dense_s8_smlad,
     ("dwconv2d_s8", "dsp"): dwconv2d_s8_fold,
+    ("avgpool_s8", "dsp"): avgpool_s8_sxtab16,
 }
 KNOWN_FEATURES = ("dsp",)
 

@@ -17,8 +17,8 @@ bounds are proven there (codegen/lower.py), else the layer keeps the plain kerne
 (``scratch``: G x 2 x 4 int16, planned by memplan), the two pixel columns interleaved per group so that one
 LDRD reads a pixel's group.
 
-The schedule (``schedule``) splits the channels into blocks of NOB (2 for pixel pairs, 4 for a single pixel;
-a divisor of O, down to 1), moves the reduction over groups outside the block, computes the requantization of
+The schedule (``schedule``) splits the channels into blocks of NOB (2 for pixel pairs, up to 5 for a single
+pixel; a divisor of O, down to 1), moves the reduction over groups outside the block, computes the requantization of
 each block right after it (reverse_compute_at, unrolled, so the accumulators stay in registers), decomposes
 the reduction's initialisation and tensorizes the pixels x channels x group block with the SMLAD
 micro-kernel. The im2col is copied 4 bytes at a time (SXTAB16) when C is a multiple of 4, element by
@@ -47,7 +47,9 @@ def geometry(attrs, shapes) -> dict:
     K4 = -(-K // 4) * 4
     P = OH * OW
     NPB = 2 if P >= 2 else 1
-    nob = next(b for b in ((2,) if NPB == 2 else (4, 2)) + (1,) if O % b == 0)
+    # channels per block: 2 with pixel pairs (13 registers), up to 5 for one pixel (its column loaded once
+    # per block); a divisor of O, so no tail
+    nob = next(b for b in ((2,) if NPB == 2 else (5, 4, 3, 2)) + (1,) if O % b == 0)
     return dict(H=H, W=W, C=C, O=O, KH=KH, KW=KW, OH=OH, OW=OW, P=P, K=K, K4=K4, G=K4 // 4, NPB=NPB,
                 NQ=-(-P // NPB), NOB=nob)
 

@@ -1,5 +1,5 @@
 """ep_dense_s8_smlad: int8 fully connected layer for cores with the DSP extension: the SMLAD GEMM of
-conv2d_s8_smlad on a 1 x 1 image with F channels (one pixel: blocks of 4 output channels, then 1).
+conv2d_s8_smlad on a 1 x 1 image with F channels (one pixel: blocks of up to 5 output channels).
 
 y[o] = clamp(requantize32(sum_k (x_k - in_zp) * w[o, k] + bias[o], mult[o], shift[o]) + out_zp), the reduction
 over int16 columns of x - in_zp (scratch: F rounded up to 4, int16) and the zero-padded weight rows.
