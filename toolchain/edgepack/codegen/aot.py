@@ -137,16 +137,15 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     graph_syms = {}  # graph tensors the kernels read as they are
     for n in compute:
         choice, tensors, _ = choices[n.name]
+        for p, data in choice.consts.items():  # the lowering's constants: replacements, or new parameters
+            sym = new_symbol("ep_c_" + cname(n.name) + "_" + p)
+            data = np.asarray(data)
+            arrays[sym] = (CTYPES[str(data.dtype)], data)
+            layer_args.setdefault(n.name, {})[p] = sym
+            if p in tensors:
+                consts.setdefault(tensors[p], sym)
         for p, t in tensors.items():
-            if g.tensors[t].data is None:
-                continue
-            if p in choice.consts:
-                sym = new_symbol("ep_c_" + cname(n.name) + "_" + p)
-                data = np.asarray(choice.consts[p])
-                arrays[sym] = (CTYPES[str(data.dtype)], data)
-                layer_args.setdefault(n.name, {})[p] = sym
-                consts.setdefault(t, sym)
-            elif t not in graph_syms:
+            if g.tensors[t].data is not None and p not in choice.consts and t not in graph_syms:
                 graph_syms[t] = new_symbol("ep_c_" + cname(t))
                 arrays[graph_syms[t]] = (CTYPES[g.tensors[t].dtype], g.tensors[t].data)
     consts.update(graph_syms)

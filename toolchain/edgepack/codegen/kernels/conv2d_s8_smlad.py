@@ -13,7 +13,9 @@ What it computes (the template, block form):
 Wb is the weight matrix (O, K), zero-padded to (O, K4) and stored in blocks of NOB channels by the lowering
 (Wb[ob, g, j, :] = the 4 weights of group g of channel ob * NOB + j: one LDRD reads two channels' words), which
 also doubles the bias for the SMMULR requantization (common.requantize32_store); the accumulator and requantization
-bounds are proven there (codegen/lower.py), else the layer keeps the plain kernel. Col lives in the arena
+bounds are proven there (codegen/lower.py), else the layer keeps the plain kernel. The zero points and the
+activation range are read at run time from the layer's ``qp`` array (common.layer_params), so layers of the
+same shapes share one kernel. Col lives in the arena
 (``scratch``: G x 2 x 4 int16, planned by memplan), the two pixel columns interleaved per group so that one
 LDRD reads a pixel's group.
 
@@ -30,11 +32,11 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 from ..lower import acc_bound, double_bias, pad_rows, plan_requant
-from .common import requantize32_store, right_shift
+from .common import QP_IN_ZP, QP_INPUT_WORD, QP_MAX, QP_MIN, QP_OUT_ZP, layer_params, requantize32_store, right_shift
 from .intrin_dsp import smlad_intrin
 
-PARAMS = ["x", "w", "bias", "mult", "shift", "y", "scratch"]
-CONST = {"x", "w", "bias", "mult", "shift"}
+PARAMS = ["x", "w", "bias", "mult", "shift", "y", "qp", "scratch"]
+CONST = {"x", "w", "bias", "mult", "shift", "qp"}
 INT32_MAX = 2**31 - 1
 UNROLL_GROUPS = 4  # im2col: a tap's channel groups are copied unrolled up to this many
 UNROLL = 2  # reduction groups per trip of the GEMM loop (where G is a multiple)
@@ -77,7 +79,8 @@ def lower(attrs, shapes, consts):
         new["bias"] = double_bias(consts["bias"])
     if rq.changed:
         new.update(mult=rq.mult, shift=rq.shift)
-    return dict(attrs, requant_left=rq.left), new
+    a, new["qp"] = layer_params(dict(attrs, requant_left=rq.left), _nzp2(attrs["in_zp"]))
+    return a, new
 
 
 def _nzp2(zp: int) -> int:
@@ -91,12 +94,10 @@ def template(attrs, shapes):
     H, W, C, O, KH, KW, OW, P = (g[k] for k in ("H", "W", "C", "O", "KH", "KW", "OW", "P"))
     K, K4, G, NPB, NQ, NOB = (g[k] for k in ("K", "K4", "G", "NPB", "NQ", "NOB"))
     (SH, SW), (PT, PL, _, _), (DH, DW) = attrs["strides"], attrs["pads"], attrs["dilations"]
-    zp, out_zp = int(attrs["in_zp"]), int(attrs["out_zp"])
-    lo, hi = int(attrs["act_min"]), int(attrs["act_max"])
+    full = bool(attrs["act_full"])
     left = bool(attrs.get("requant_left", True))
     padded = any(attrs["pads"])
     C4 = C // 4
-    nzp2 = _nzp2(zp)
     ragged = P % NPB != 0  # the last pair repeats the last pixel
 
     @T.macro
@@ -105,19 +106,19 @@ def template(attrs, shapes):
         T.evaluate(T.call_extern("void", "ep_st32a", T.address_of(Col[gi, i, 2]), v1))
 
     @T.macro
-    def copy_group(X, Col, src, gi, i):
+    def copy_group(X, Col, QP, src, gi, i):
         v: T.let[T.int32] = T.call_extern("int32", "ep_ld32", T.address_of(X[src]))
-        put(Col, gi, i, T.call_extern("int32", "ep_sxtab16", T.int32(nzp2), v),
-            T.call_extern("int32", "ep_sxtab16_ror8", T.int32(nzp2), v))
+        put(Col, gi, i, T.call_extern("int32", "ep_sxtab16", QP[QP_INPUT_WORD], v),
+            T.call_extern("int32", "ep_sxtab16_ror8", QP[QP_INPUT_WORD], v))
 
     @T.macro
-    def copy_tap(X, Col, iy, ix, ky, kx, i):
+    def copy_tap(X, Col, QP, iy, ix, ky, kx, i):
         if C4 <= UNROLL_GROUPS:
             for cg in T.unroll(C4):
-                copy_group(X, Col, (iy * W + ix) * C + cg * 4, (ky * KW + kx) * C4 + cg, i)
+                copy_group(X, Col, QP, (iy * W + ix) * C + cg * 4, (ky * KW + kx) * C4 + cg, i)
         else:
             for cg in range(C4):
-                copy_group(X, Col, (iy * W + ix) * C + cg * 4, (ky * KW + kx) * C4 + cg, i)
+                copy_group(X, Col, QP, (iy * W + ix) * C + cg * 4, (ky * KW + kx) * C4 + cg, i)
 
     @T.macro
     def zero_taps(Col, g0, n, i):
@@ -125,51 +126,46 @@ def template(attrs, shapes):
             put(Col, g0 + cg, i, T.int32(0), T.int32(0))
 
     @T.macro
-    def im2col_words(X, Col, iy0, ix0, i):
-        # C % 4 == 0: every group lies in one tap; the padding test is per kernel row, then per tap
-        for ky in range(KH):
+    def im2col_words(X, Col, QP, iy0, ix0, i):
+        # C % 4 == 0: every group lies in one tap; the padding test is per tap (one zero path: less code)
+        for ky, kx in T.grid(KH, KW):
             if padded:
-                if 0 <= iy0 + ky * DH < H:
-                    for kx in range(KW):
-                        if 0 <= ix0 + kx * DW < W:
-                            copy_tap(X, Col, iy0 + ky * DH, ix0 + kx * DW, ky, kx, i)
-                        else:
-                            zero_taps(Col, (ky * KW + kx) * C4, C4, i)
+                if (0 <= iy0 + ky * DH < H) and (0 <= ix0 + kx * DW < W):
+                    copy_tap(X, Col, QP, iy0 + ky * DH, ix0 + kx * DW, ky, kx, i)
                 else:
-                    zero_taps(Col, ky * KW * C4, KW * C4, i)
+                    zero_taps(Col, (ky * KW + kx) * C4, C4, i)
             else:
-                for kx in range(KW):
-                    copy_tap(X, Col, iy0 + ky * DH, ix0 + kx * DW, ky, kx, i)
+                copy_tap(X, Col, QP, iy0 + ky * DH, ix0 + kx * DW, ky, kx, i)
 
     @T.macro
-    def im2col_elems(X, Col, iy0, ix0, i):
+    def im2col_elems(X, Col, QP, iy0, ix0, i):
         # element by element: k = (ky * KW + kx) * C + c goes to group k // 4, lane slot 2 (k % 2) + (k % 4) // 2
         for ky, kx, c in T.grid(KH, KW, C):
             if padded:
                 if (0 <= iy0 + ky * DH < H) and (0 <= ix0 + kx * DW < W):
                     Col[((ky * KW + kx) * C + c) // 4, i, ((ky * KW + kx) * C + c) % 2 * 2
                         + ((ky * KW + kx) * C + c) % 4 // 2] = \
-                        T.Cast("int16", X[((iy0 + ky * DH) * W + ix0 + kx * DW) * C + c]) - T.int16(zp)
+                        T.Cast("int16", X[((iy0 + ky * DH) * W + ix0 + kx * DW) * C + c]) - T.Cast("int16", QP[QP_IN_ZP])
                 else:
                     Col[((ky * KW + kx) * C + c) // 4, i, ((ky * KW + kx) * C + c) % 2 * 2
                         + ((ky * KW + kx) * C + c) % 4 // 2] = T.int16(0)
             else:
                 Col[((ky * KW + kx) * C + c) // 4, i, ((ky * KW + kx) * C + c) % 2 * 2
                     + ((ky * KW + kx) * C + c) % 4 // 2] = \
-                    T.Cast("int16", X[((iy0 + ky * DH) * W + ix0 + kx * DW) * C + c]) - T.int16(zp)
+                    T.Cast("int16", X[((iy0 + ky * DH) * W + ix0 + kx * DW) * C + c]) - T.Cast("int16", QP[QP_IN_ZP])
         for k in range(K, K4):
             Col[k // 4, i, k % 2 * 2 + k % 4 // 2] = T.int16(0)
 
     @T.macro
-    def im2col(X, Col, p, i):
+    def im2col(X, Col, QP, p, i):
         if C % 4 == 0:
-            im2col_words(X, Col, p // OW * SH - PT, p % OW * SW - PL, i)
+            im2col_words(X, Col, QP, p // OW * SH - PT, p % OW * SW - PL, i)
         else:
-            im2col_elems(X, Col, p // OW * SH - PT, p % OW * SW - PL, i)
+            im2col_elems(X, Col, QP, p // OW * SH - PT, p % OW * SW - PL, i)
 
     @T.prim_func(s_tir=True)
     def kernel(x: T.handle("int8"), w: T.handle("int8"), bias: T.handle("int32"), mult: T.handle("int32"),
-               shift: T.handle("int32"), y: T.handle("int8"), scratch: T.handle("int16")):
+               shift: T.handle("int32"), y: T.handle("int8"), qp: T.handle("int32"), scratch: T.handle("int16")):
         T.func_attr({"tirx.noalias": True})
         X = T.decl_buffer((H * W * C,), "int8", data=x)
         Wt = T.decl_buffer((O // NOB, G, NOB, 4), "int8", data=w)
@@ -177,16 +173,17 @@ def template(attrs, shapes):
         M = T.decl_buffer((O,), "int32", data=mult)
         S = T.decl_buffer((O,), "int32", data=shift)
         Y = T.decl_buffer((NQ * NPB * O,), "int8", data=y)
+        QP = T.decl_buffer((5,), "int32", data=qp)
         Col = T.decl_buffer((G, NPB, 4), "int16", data=scratch)
         with T.sblock("root"):
             Acc = T.sblock_alloc_buffer((NQ * NPB, O), "int32")
             for q in range(NQ):
                 with T.sblock("im2col"):
                     vq = T.axis.spatial(NQ, q)
-                    T.reads(X[0:H * W * C])
+                    T.reads(X[0:H * W * C], QP[0:5])
                     T.writes(Col[0:G, 0:NPB, 0:4])
                     for i in range(NPB):
-                        im2col(X, Col, T.min(vq * NPB + i, P - 1) if ragged else vq * NPB + i, i)
+                        im2col(X, Col, QP, T.min(vq * NPB + i, P - 1) if ragged else vq * NPB + i, i)
                 for i, o, gg, r, l in T.grid(NPB, O, G, 2, 2):
                     with T.sblock("mac"):
                         vq = T.axis.spatial(NQ, q)
@@ -198,7 +195,7 @@ def template(attrs, shapes):
             for q, o in T.grid(NQ, O):
                 with T.sblock("out"):  # channel o of pixel pair q: the channel's constants once
                     vq, vo = T.axis.remap("SS", [q, o])
-                    T.reads(Acc[vq * NPB:vq * NPB + NPB, vo], B[vo], M[vo], S[vo])
+                    T.reads(Acc[vq * NPB:vq * NPB + NPB, vo], B[vo], M[vo], S[vo], QP[0:5])
                     T.writes(Y[vq * NPB * O + vo:(vq * NPB + NPB - 1) * O + vo + 1])
                     b: T.let[T.int32] = B[vo]
                     m: T.let[T.int32] = M[vo]
@@ -208,10 +205,10 @@ def template(attrs, shapes):
                         if ragged:
                             if vq * NPB + i < P:
                                 requantize32_store(Y, (vq * NPB + i) * O + vo, Acc[vq * NPB + i, vo], b, m, S[vo], h,
-                                                   e, left, out_zp, lo, hi)()
+                                                   e, left, QP[QP_OUT_ZP], QP[QP_MIN], QP[QP_MAX], full)()
                         else:
                             requantize32_store(Y, (vq * NPB + i) * O + vo, Acc[vq * NPB + i, vo], b, m, S[vo], h, e,
-                                               left, out_zp, lo, hi)()
+                                               left, QP[QP_OUT_ZP], QP[QP_MIN], QP[QP_MAX], full)()
 
     return kernel
 

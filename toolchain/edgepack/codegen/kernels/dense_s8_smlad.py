@@ -30,9 +30,7 @@ def scratch_bytes(attrs, shapes) -> int:
 
 
 def lower(attrs, shapes, consts):
-    a, s = _as_conv(attrs, shapes)
-    new_attrs, new = conv.lower(a, s, consts)
-    return (None if new_attrs is None else dict(attrs, requant_left=new_attrs["requant_left"])), new
+    return conv.lower(*_as_conv(attrs, shapes), consts)
 
 
 def template(attrs, shapes):

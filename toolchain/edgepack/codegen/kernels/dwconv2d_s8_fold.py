@@ -11,7 +11,9 @@ What it computes (the template, block form):
 
 bias' = bias - in_zp * sum_taps w (codegen/lower.py fold_zero_point), doubled for the SMMULR requantization:
 sum((x - zp) w) over the in-bounds taps is sum(x' w) - zp sum(w) over all taps when the padding holds x' = zp,
-exactly. Without padding the rows are the input itself (no scratch). The accumulator and requantization
+exactly. Without padding the rows are the input itself (no scratch). The zero points and activation range are
+read at run time from the layer's ``qp`` array (common.layer_params), so layers of the same shapes share one
+kernel. The accumulator and requantization
 bounds are proven in the lowering, else the layer keeps the plain kernel.
 
 The schedule computes each output's requantization right after its reduction (reverse_compute_at, the
@@ -25,10 +27,10 @@ import numpy as np
 from tvm.script import tirx as T
 
 from ..lower import acc_bound, double_bias, fold_zero_point, plan_requant
-from .common import requantize32_store, right_shift
+from .common import QP_IN_ZP, QP_INPUT_WORD, QP_MAX, QP_MIN, QP_OUT_ZP, layer_params, requantize32_store, right_shift
 
-PARAMS = ["x", "w", "bias", "mult", "shift", "y", "scratch"]
-CONST = {"x", "w", "bias", "mult", "shift"}
+PARAMS = ["x", "w", "bias", "mult", "shift", "y", "qp", "scratch"]
+CONST = {"x", "w", "bias", "mult", "shift", "qp"}
 INT32_MAX = 2**31 - 1
 
 
@@ -62,7 +64,9 @@ def lower(attrs, shapes, consts):
     new = {"bias": double_bias(folded) if not rq.left else folded}
     if rq.changed:
         new.update(mult=rq.mult, shift=rq.shift)
-    return dict(attrs, requant_left=rq.left), new
+    zp4 = int(np.array([attrs["in_zp"]] * 4, np.int8).view("<i4")[0])  # the zero point in each byte
+    a, new["qp"] = layer_params(dict(attrs, requant_left=rq.left), zp4)
+    return a, new
 
 
 def template(attrs, shapes):
@@ -70,29 +74,27 @@ def template(attrs, shapes):
     H, W, C, KH, KW, CO, OH, OW, DM, WP = (g[k] for k in ("H", "W", "C", "KH", "KW", "CO", "OH", "OW", "DM", "WP"))
     padded = g["padded"]
     (SH, SW), (PT, PL, _, _), (DH, DW) = attrs["strides"], attrs["pads"], attrs["dilations"]
-    zp, out_zp = int(attrs["in_zp"]), int(attrs["out_zp"])
-    lo, hi = int(attrs["act_min"]), int(attrs["act_max"])
+    full = bool(attrs["act_full"])
     left = bool(attrs.get("requant_left", True))
     RH = KH if padded else H  # rows of the buffer the taps read
     RW = WP if padded else W
 
     words = C % 4 == 0  # rows copied and filled a word at a time (every offset is a multiple of 4)
-    zp4 = int(np.array([zp] * 4, np.int8).view("<i4")[0])
 
     @T.macro
-    def fill(R, start, n):
+    def fill(R, QP, start, n):
         if words:
             for j in range(n // 4):
-                T.evaluate(T.call_extern("void", "ep_st32a", T.address_of(R[start + j * 4]), T.int32(zp4)))
+                T.evaluate(T.call_extern("void", "ep_st32a", T.address_of(R[start + j * 4]), QP[QP_INPUT_WORD]))
         else:
             for j in range(n):
-                R[start + j] = T.int8(zp)
+                R[start + j] = T.Cast("int8", QP[QP_IN_ZP])
 
     @T.macro
-    def fill_rows(X, R, oy):
+    def fill_rows(X, R, QP, oy):
         for ky in range(KH):
             if 0 <= oy * SH - PT + ky * DH < H:
-                fill(R, ky * WP * C, PL * C)
+                fill(R, QP, ky * WP * C, PL * C)
                 if words:
                     for j in range(W * C // 4):
                         T.evaluate(T.call_extern(
@@ -101,13 +103,13 @@ def template(attrs, shapes):
                 else:
                     for j in range(W * C):
                         R[(ky * WP + PL) * C + j] = X[(oy * SH - PT + ky * DH) * W * C + j]
-                fill(R, (ky * WP + PL + W) * C, (WP - PL - W) * C)
+                fill(R, QP, (ky * WP + PL + W) * C, (WP - PL - W) * C)
             else:
-                fill(R, ky * WP * C, WP * C)
+                fill(R, QP, ky * WP * C, WP * C)
 
     @T.prim_func(s_tir=True)
     def kernel(x: T.handle("int8"), w: T.handle("int8"), bias: T.handle("int32"), mult: T.handle("int32"),
-               shift: T.handle("int32"), y: T.handle("int8"), scratch: T.handle("int8")):
+               shift: T.handle("int32"), y: T.handle("int8"), qp: T.handle("int32"), scratch: T.handle("int8")):
         T.func_attr({"tirx.noalias": True})
         X = T.decl_buffer((H * W * C,), "int8", data=x)
         Wt = T.decl_buffer((KH * KW * CO,), "int8", data=w)
@@ -115,6 +117,7 @@ def template(attrs, shapes):
         M = T.decl_buffer((CO,), "int32", data=mult)
         S = T.decl_buffer((CO,), "int32", data=shift)
         Y = T.decl_buffer((OH * OW * CO,), "int8", data=y)
+        QP = T.decl_buffer((5,), "int32", data=qp)
         R = T.decl_buffer((RH * RW * C,), "int8", data=scratch if padded else x)
         with T.sblock("root"):
             Acc = T.sblock_alloc_buffer((OH, OW, CO), "int32")
@@ -122,9 +125,9 @@ def template(attrs, shapes):
                 if padded:
                     with T.sblock("rows"):
                         voy = T.axis.spatial(OH, oy)
-                        T.reads(X[0:H * W * C])
+                        T.reads(X[0:H * W * C], QP[0:5])
                         T.writes(R[0:RH * RW * C])
-                        fill_rows(X, R, voy)
+                        fill_rows(X, R, QP, voy)
                 for ox, o, ky, kx in T.grid(OW, CO, KH, KW):
                     with T.sblock("mac"):
                         voy = T.axis.spatial(OH, oy)
@@ -148,7 +151,7 @@ def template(attrs, shapes):
                     voy, vox, vo = T.axis.remap("SSS", [oy, ox, o])
                     requantize32_store(Y, (voy * OW + vox) * CO + vo, Acc[voy, vox, vo], B[vo], M[vo], S[vo],
                                        T.shift_left(T.int32(1), right_shift(S[vo], left)), right_shift(S[vo], left),
-                                       left, out_zp, lo, hi)()
+                                       left, QP[QP_OUT_ZP], QP[QP_MIN], QP[QP_MAX], full)()
 
     return kernel
 
