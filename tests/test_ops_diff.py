@@ -168,3 +168,37 @@ def _emit_model(g, folder):
     folder.mkdir(parents=True, exist_ok=True)
     emit(g, get_board("host"), folder, "pytest tests/test_ops_diff.py")
     return Model(folder)
+
+
+def test_scheduled_layers_of_the_same_shapes_share_a_kernel(tmp_path):
+    """Two convs (and two depthwise convs) of the same shapes and different zero points, activation ranges
+    and scales: one scheduled kernel each, reading the layer's qp array; outputs equal the reference."""
+    from edgepack.graph import Graph, QParams
+    from edgepack.reference.arith import quantize_multiplier
+    rng = np.random.default_rng(5)
+    g = Graph()
+    zps = [-7, 5, 20, 3, 11]
+    for i, zp in enumerate(zps):
+        g.add_tensor(f"t{i}", (1, 6, 6, 8), "int8", quant=QParams(0.05, zp))
+    ops = ["conv2d_s8", "dwconv2d_s8", "conv2d_s8", "dwconv2d_s8"]
+    for i, op in enumerate(ops):
+        w = rng.integers(-127, 128, (8, 3, 3, 8) if op == "conv2d_s8" else (3, 3, 8)).astype(np.int8)
+        g.add_const(f"w{i}", w)
+        g.add_const(f"b{i}", rng.integers(-2**12, 2**12, 8).astype(np.int32))
+        ms = [quantize_multiplier(float(v)) for v in rng.uniform(1e-4, 0.02, 8)]
+        g.add_const(f"m{i}", np.array([m for m, _ in ms], np.int32))
+        g.add_const(f"s{i}", np.array([s for _, s in ms], np.int32))
+        attrs = dict(strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), in_zp=zps[i], out_zp=zps[i + 1],
+                     act_min=zps[i + 1] if i % 2 else -128, act_max=127, w_scale=[float(i)] * 8)
+        if op == "dwconv2d_s8":
+            attrs["depth_multiplier"] = 1
+        g.add_node(op, f"l{i}", [f"t{i}", f"w{i}", f"b{i}", f"m{i}", f"s{i}"], [f"t{i + 1}"], **attrs)
+    g.inputs, g.outputs = ["t0"], [f"t{len(ops)}"]
+    facts, _, _ = emit(g, DSP_HOST, tmp_path, "pytest tests/test_ops_diff.py")
+    kernels = [l["kernel"] for l in facts["layers"]]
+    assert [l["schedule"] for l in facts["layers"]] == ["dsp"] * 4
+    # the convs clamp to all of int8, the depthwise convs at their output zero point (ReLU): a pair each
+    assert kernels[0] == kernels[2] and kernels[1] == kernels[3] and kernels[0] != kernels[1], kernels
+    m = Model(tmp_path)
+    x = rng.integers(-128, 128, (3, 6, 6, 8)).astype(np.int8)
+    assert np.array_equal(host.run_raw(m, x), reference.run_raw(m, x))
