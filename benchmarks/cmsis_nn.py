@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.codegen.aot import CTYPES, _c_array, cname
+from edgepack.codegen.memplan import storage_root
 from edgepack.graph import Graph
 from edgepack.runners import Model, emulator
 
@@ -56,16 +57,7 @@ def library(nn_dir: Path, core_dir: Path, board: dict, work: Path) -> Path:
 
 def _storage(g: Graph, report: dict) -> dict:
     """Tensor -> C pointer expression: the harness input / output or the arena offset edgepack planned."""
-    root = {}
-
-    def find(t):
-        while t in root:
-            t = root[t]
-        return t
-
-    for n in g.nodes:
-        if n.op == "reshape":
-            root[n.outputs[0]] = find(n.inputs[0])
+    find = storage_root(g)
     offsets = {}
     for b in report["arena"]:
         if b.get("kind", "tensor") == "tensor":

@@ -26,11 +26,7 @@ def random_dag(sizes, skips):
     return g
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.integers(1, 5000), min_size=3, max_size=14), st.lists(st.integers(0, 4), min_size=1))
-def test_live_buffers_never_overlap(sizes, skips):
-    g = random_dag(sizes, skips)
-    p = plan(g)
+def assert_live_buffers_apart(p):
     bufs = list(p.buffers.values())
     for a in bufs:
         assert a.offset >= 0 and a.offset + a.size <= p.arena_bytes
@@ -38,6 +34,14 @@ def test_live_buffers_never_overlap(sizes, skips):
             if a is b or a.last < b.first or b.last < a.first:
                 continue
             assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 5000), min_size=3, max_size=14), st.lists(st.integers(0, 4), min_size=1))
+def test_live_buffers_never_overlap(sizes, skips):
+    g = random_dag(sizes, skips)
+    p = plan(g)
+    assert_live_buffers_apart(p)
     assert p.arena_bytes >= p.bound_bytes
     assert p.total_bytes >= p.arena_bytes
 
@@ -72,13 +76,7 @@ def test_scratch_is_planned_in_the_arena_apart_from_live_tensors(sizes, skips, s
     g = random_dag(sizes, skips)
     scratch = {n.name: scratch_sizes[i % len(scratch_sizes)] for i, n in enumerate(g.nodes)}
     p = plan(g, scratch=scratch)
-    bufs = list(p.buffers.values())
-    for a in bufs:
-        assert a.offset >= 0 and a.offset + a.size <= p.arena_bytes
-        for b in bufs:
-            if a is b or a.last < b.first or b.last < a.first:
-                continue
-            assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset
+    assert_live_buffers_apart(p)
     assert set(p.scratch) == {k for k, v in scratch.items() if v}
     assert p.tensor_bound_bytes <= p.bound_bytes <= p.tensor_bound_bytes + _align(max(scratch.values()))
     assert p.arena_bytes >= p.bound_bytes and p.scratch_bytes == max(scratch.values())

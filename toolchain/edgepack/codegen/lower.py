@@ -107,6 +107,18 @@ def double_bias(bias) -> np.ndarray:
     return (np.asarray(bias, np.int64) * 2).astype(np.int32)
 
 
+def prove(bias, w2d, mult, shift):
+    """The bounds a scheduled int8 kernel needs: (the requantization plan, None) when the int32 accumulator
+    and requantize32 are exact for the layer, else (None, the reason)."""
+    bound = acc_bound(bias, w2d)
+    if max(bound) > INT32_MAX:
+        return None, f"accumulator bound {max(bound)} exceeds int32"
+    rq = plan_requant(bound, mult, shift)
+    if not rq.fast:
+        return None, f"32-bit requantization not proven: {rq.why}"
+    return rq, None
+
+
 def pad_rows(w2d, multiple: int = 4) -> np.ndarray:
     """Weight rows (O, K) zero-padded to (O, K4), K4 the next multiple of ``multiple``."""
     w2d = np.asarray(w2d, np.int8)

@@ -93,9 +93,8 @@ def _two_ended(bufs, cap):
 SCRATCH = "scratch:"  # buffer-name prefix of a node's scratch
 
 
-def plan(g, scratch: dict | None = None) -> Plan:
-    """Plan the arena of an integer-dialect graph (nodes in execution order); ``scratch``: node name -> bytes."""
-    scratch = scratch or {}
+def storage_root(g):
+    """tensor -> the tensor whose storage it uses: ``reshape`` outputs share their input's."""
     root = {}
 
     def find(t):
@@ -106,6 +105,13 @@ def plan(g, scratch: dict | None = None) -> Plan:
     for n in g.nodes:
         if n.op == "reshape":
             root[n.outputs[0]] = find(n.inputs[0])
+    return find
+
+
+def plan(g, scratch: dict | None = None) -> Plan:
+    """Plan the arena of an integer-dialect graph (nodes in execution order); ``scratch``: node name -> bytes."""
+    scratch = scratch or {}
+    find = storage_root(g)
     inp = find(g.inputs[0])
     out_roots = {find(t) for t in g.outputs}
     if inp in out_roots:

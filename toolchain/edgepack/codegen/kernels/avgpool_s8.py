@@ -21,20 +21,47 @@ def _any_tap_in_bounds(n_in, n_out, k, s, p, d=1):
     return any(0 <= o * s - p + i * d < n_in for o in range(n_out) for i in range(k))
 
 
-def template(attrs, shapes):
+def geometry(attrs, shapes) -> dict:
+    """The pooling's sizes and the divisor rules (shared with avgpool_s8_sxtab16)."""
     _, H, W, C = shapes["x"]
     _, OH, OW, _ = shapes["y"]
-    KH, KW = attrs["kernel"]
-    (SH, SW), (PT, PL, _, _) = attrs["strides"], attrs["pads"]
+    (KH, KW), (SH, SW), (PT, PL, _, _) = attrs["kernel"], attrs["strides"], attrs["pads"]
     zp = int(attrs["zp"])
     padded = any(attrs["pads"])
-    const_div = bool(attrs["count_include_pad"]) or not padded
-    D = KH * KW
+    return dict(H=H, W=W, C=C, OH=OH, OW=OW, KH=KH, KW=KW, SH=SH, SW=SW, PT=PT, PL=PL, zp=zp, padded=padded,
+                D=KH * KW, const_div=bool(attrs["count_include_pad"]) or not padded,
+                pad_zp=bool(attrs["count_include_pad"]) and padded and zp != 0)  # padded taps add zp each
+
+
+def divisor_macro(g: dict):
+    """Macro setting, for output pixel (oy, ox), d[0] = the divisor and d[1] = d[0] / 2 where it is not the
+    constant KH*KW (the in-bounds tap count; an all-padding window, sum 0, divides by 1), and d[2] = zp for
+    each padded tap the constant divisor counts (else d[2] is not written)."""
+    H, W, KH, KW, SH, SW, PT, PL, D, zp = (g[k] for k in ("H", "W", "KH", "KW", "SH", "SW", "PT", "PL", "D", "zp"))
+    const_div, pad_zp = g["const_div"], g["pad_zp"]
+
+    @T.macro
+    def divisor(d, oy, ox):
+        if not const_div:
+            d[0] = T.max(T.max(T.min(oy * SH - PT + KH, H) - T.max(oy * SH - PT, 0), 0)
+                         * T.max(T.min(ox * SW - PL + KW, W) - T.max(ox * SW - PL, 0), 0), 1)
+            d[1] = d[0] >> 1
+        if pad_zp:
+            d[2] = (D - T.max(T.min(oy * SH - PT + KH, H) - T.max(oy * SH - PT, 0), 0)
+                    * T.max(T.min(ox * SW - PL + KW, W) - T.max(ox * SW - PL, 0), 0)) * zp
+
+    return divisor
+
+
+def template(attrs, shapes):
+    g = geometry(attrs, shapes)
+    H, W, C, OH, OW, KH, KW, SH, SW, PT, PL, D = (g[k] for k in ("H", "W", "C", "OH", "OW", "KH", "KW", "SH", "SW",
+                                                                "PT", "PL", "D"))
+    padded, const_div, pad_zp = g["padded"], g["const_div"], g["pad_zp"]
     CB = min(C, ACC_WORDS)
     NB, TAIL = C // CB, C % CB
     reads_x = _any_tap_in_bounds(H, OH, KH, SH, PT) and _any_tap_in_bounds(W, OW, KW, SW, PL)
-
-    pad_zp = bool(attrs["count_include_pad"]) and padded and zp != 0  # padded taps add zp each
+    divisor = divisor_macro(g)
 
     @T.macro
     def finish(Y, acc, d, oy, ox, c0, n):
@@ -82,14 +109,7 @@ def template(attrs, shapes):
         else:
             d = T.alloc_buffer((3,), "int32")
         for oy, ox in T.grid(OH, OW):
-            if not const_div:
-                # in-bounds taps of the window; an all-padding window (sum 0) divides by 1
-                d[0] = T.max(T.max(T.min(oy * SH - PT + KH, H) - T.max(oy * SH - PT, 0), 0)
-                             * T.max(T.min(ox * SW - PL + KW, W) - T.max(ox * SW - PL, 0), 0), 1)
-                d[1] = d[0] >> 1
-            if pad_zp:  # zp for each padded tap the divisor counts
-                d[2] = (D - T.max(T.min(oy * SH - PT + KH, H) - T.max(oy * SH - PT, 0), 0)
-                        * T.max(T.min(ox * SW - PL + KW, W) - T.max(ox * SW - PL, 0), 0)) * zp
+            divisor(d, oy, ox)
             if NB == 1:
                 block(X, Y, acc, d, oy, ox, 0, CB)
             else:

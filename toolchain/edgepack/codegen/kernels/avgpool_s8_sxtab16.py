@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from .avgpool_s8 import divisor_macro, geometry
+
 PARAMS = ["x", "y"]
 CONST = {"x"}
 MAX_TAPS = 255  # 255 * 128 < 2^15: a 16-bit lane holds the window sum
@@ -33,15 +35,11 @@ def lower(attrs, shapes, consts):
 
 
 def template(attrs, shapes):
-    _, H, W, C = shapes["x"]
-    _, OH, OW, _ = shapes["y"]
-    KH, KW = attrs["kernel"]
-    (SH, SW), (PT, PL, _, _) = attrs["strides"], attrs["pads"]
-    zp = int(attrs["zp"])
-    padded = any(attrs["pads"])
-    const_div = bool(attrs["count_include_pad"]) or not padded
-    pad_zp = bool(attrs["count_include_pad"]) and padded and zp != 0
-    D = KH * KW
+    g = geometry(attrs, shapes)
+    H, W, C, OH, OW, KH, KW, SH, SW, PT, PL, D = (g[k] for k in ("H", "W", "C", "OH", "OW", "KH", "KW", "SH", "SW",
+                                                                "PT", "PL", "D"))
+    padded, const_div = g["padded"], g["const_div"]
+    divisor = divisor_macro(g)
     C4 = C // 4
 
     @T.macro
@@ -70,13 +68,7 @@ def template(attrs, shapes):
         d = T.alloc_buffer((3,), "int32")
         for oy, ox in T.grid(OH, OW):
             d[2] = 0
-            if not const_div:  # in-bounds taps of the window; an all-padding window (sum 0) divides by 1
-                d[0] = T.max(T.max(T.min(oy * SH - PT + KH, H) - T.max(oy * SH - PT, 0), 0)
-                             * T.max(T.min(ox * SW - PL + KW, W) - T.max(ox * SW - PL, 0), 0), 1)
-                d[1] = d[0] >> 1
-            if pad_zp:  # zp for each padded tap the divisor counts
-                d[2] = (D - T.max(T.min(oy * SH - PT + KH, H) - T.max(oy * SH - PT, 0), 0)
-                        * T.max(T.min(ox * SW - PL + KW, W) - T.max(ox * SW - PL, 0), 0)) * zp
+            divisor(d, oy, ox)
             for cg in range(C4):
                 acc[0] = 0
                 acc[1] = 0

@@ -31,13 +31,12 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from ..lower import acc_bound, double_bias, pad_rows, plan_requant
+from ..lower import double_bias, pad_rows, prove
 from .common import QP_IN_ZP, QP_INPUT_WORD, QP_MAX, QP_MIN, QP_OUT_ZP, layer_params, requantize32_store, right_shift
 from .intrin_dsp import smlad_intrin
 
 PARAMS = ["x", "w", "bias", "mult", "shift", "y", "qp", "scratch"]
 CONST = {"x", "w", "bias", "mult", "shift", "qp"}
-INT32_MAX = 2**31 - 1
 UNROLL_GROUPS = 4  # im2col: a tap's channel groups are copied unrolled up to this many
 UNROLL = 2  # reduction groups per trip of the GEMM loop (where G is a multiple)
 
@@ -66,12 +65,9 @@ def lower(attrs, shapes, consts):
     """(attrs, lowered constants) for this kernel, or (None, reason) when its bounds do not hold."""
     w = consts["w"]
     w2 = w.reshape(w.shape[0], -1)
-    bound = acc_bound(consts["bias"], w2)
-    if max(bound) > INT32_MAX:
-        return None, f"accumulator bound {max(bound)} exceeds int32"
-    rq = plan_requant(bound, consts["mult"], consts["shift"])
-    if not rq.fast:
-        return None, f"32-bit requantization not proven: {rq.why}"
+    rq, why = prove(consts["bias"], w2, consts["mult"], consts["shift"])
+    if rq is None:
+        return None, why
     g = geometry(attrs, shapes)
     nob, G = g["NOB"], g["G"]
     new = {"w": pad_rows(w2).reshape(-1, nob, G, 4).transpose(0, 2, 1, 3).copy()}

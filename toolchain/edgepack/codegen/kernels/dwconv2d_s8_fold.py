@@ -26,12 +26,11 @@ from __future__ import annotations
 import numpy as np
 from tvm.script import tirx as T
 
-from ..lower import acc_bound, double_bias, fold_zero_point, plan_requant
+from ..lower import double_bias, fold_zero_point, prove
 from .common import QP_IN_ZP, QP_INPUT_WORD, QP_MAX, QP_MIN, QP_OUT_ZP, layer_params, requantize32_store, right_shift
 
 PARAMS = ["x", "w", "bias", "mult", "shift", "y", "qp", "scratch"]
 CONST = {"x", "w", "bias", "mult", "shift", "qp"}
-INT32_MAX = 2**31 - 1
 
 
 def geometry(attrs, shapes) -> dict:
@@ -54,12 +53,9 @@ def lower(attrs, shapes, consts):
     w = consts["w"]
     kh, kw, co = w.shape
     w2 = np.asarray(w, np.int64).reshape(kh * kw, co).T  # (CO, taps)
-    bound = acc_bound(consts["bias"], w2)
-    if max(bound) > INT32_MAX:
-        return None, f"accumulator bound {max(bound)} exceeds int32"
-    rq = plan_requant(bound, consts["mult"], consts["shift"])
-    if not rq.fast:
-        return None, f"32-bit requantization not proven: {rq.why}"
+    rq, why = prove(consts["bias"], w2, consts["mult"], consts["shift"])
+    if rq is None:
+        return None, why
     folded = fold_zero_point(consts["bias"], w2, attrs["in_zp"])
     new = {"bias": double_bias(folded) if not rq.left else folded}
     if rq.changed:

@@ -28,6 +28,20 @@ from tvm.script import tirx as T
 from tvm.script.parser.core.entry import parse
 
 
+def _head(name: str, npb: int, nob: int) -> list:
+    """The signature, buffers and root block of the description or implementation (the same for both)."""
+    return [
+        "@T.prim_func(s_tir=True)",
+        f"def {name}(c: T.handle, w: T.handle, a: T.handle):",
+        f'    Col = T.match_buffer(c, (1, {npb}, 4), "int16", offset_factor=1)',
+        f'    Wt = T.match_buffer(w, (1, 1, {nob}, 4), "int8", offset_factor=1)',
+        f'    Acc = T.match_buffer(a, ({npb}, {nob}), "int32", offset_factor=1)',
+        '    with T.sblock("root"):',
+        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0, 0, 0:{nob}, 0:4])",
+        f"        T.writes(Acc[0:{npb}, 0:{nob}])",
+    ]
+
+
 def _desc_source(npb: int, nob: int) -> str:
     """TVMScript of the description; axes of extent 1 are loops without block iterators (as the scheduled
     block has them)."""
@@ -36,14 +50,7 @@ def _desc_source(npb: int, nob: int) -> str:
     vi = "vi" if npb > 1 else "0"
     vo = "vo" if nob > 1 else "0"
     return "\n".join([
-        "@T.prim_func(s_tir=True)",
-        "def desc(c: T.handle, w: T.handle, a: T.handle):",
-        f'    Col = T.match_buffer(c, (1, {npb}, 4), "int16", offset_factor=1)',
-        f'    Wt = T.match_buffer(w, (1, 1, {nob}, 4), "int8", offset_factor=1)',
-        f'    Acc = T.match_buffer(a, ({npb}, {nob}), "int32", offset_factor=1)',
-        '    with T.sblock("root"):',
-        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0, 0, 0:{nob}, 0:4])",
-        f"        T.writes(Acc[0:{npb}, 0:{nob}])",
+        *_head("desc", npb, nob),
         f"        for i, o, r, l in T.grid({npb}, {nob}, 2, 2):",
         '            with T.sblock("update"):',
         f'                {", ".join(v for _, v, _ in axes)} = T.axis.remap("{kinds}", [{", ".join(n for n, _, _ in axes)}])',
@@ -58,16 +65,7 @@ def _impl_source(npb: int, nob: int) -> str:
     group, 3 pointers): with several pixels the weights are extended first and each pixel's group follows;
     with one pixel its group comes first and the channels follow one by one."""
     ext = 'T.call_extern("{t}", "{f}", {a})'
-    lines = [
-        "@T.prim_func(s_tir=True)",
-        "def impl(c: T.handle, w: T.handle, a: T.handle):",
-        f'    Col = T.match_buffer(c, (1, {npb}, 4), "int16", offset_factor=1)',
-        f'    Wt = T.match_buffer(w, (1, 1, {nob}, 4), "int8", offset_factor=1)',
-        f'    Acc = T.match_buffer(a, ({npb}, {nob}), "int32", offset_factor=1)',
-        '    with T.sblock("root"):',
-        f"        T.reads(Acc[0:{npb}, 0:{nob}], Col[0, 0:{npb}, 0:4], Wt[0, 0, 0:{nob}, 0:4])",
-        f"        T.writes(Acc[0:{npb}, 0:{nob}])",
-    ]
+    lines = _head("impl", npb, nob)
 
     pairs = npb > 1  # one pixel: a word per channel keeps fewer values live than a pair per LDRD
 
