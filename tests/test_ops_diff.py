@@ -202,3 +202,28 @@ def test_scheduled_layers_of_the_same_shapes_share_a_kernel(tmp_path):
     m = Model(tmp_path)
     x = rng.integers(-128, 128, (3, 6, 6, 8)).astype(np.int8)
     assert np.array_equal(host.run_raw(m, x), reference.run_raw(m, x))
+
+
+def test_layers_beyond_the_proven_bounds_keep_the_plain_kernel(tmp_path_factory):
+    """A bias near 2^30 leaves the 32-bit requantization unproven (|acc| < 2^29 needed): the DSP board's build
+    keeps the plain kernel for that layer, says why, and still equals the reference."""
+    from edgepack.graph import Graph, QParams
+    from edgepack.reference.arith import quantize_multiplier
+    g = Graph()
+    g.add_tensor("x", (1, 4, 4, 4), "int8", quant=QParams(0.05, 1))
+    g.add_tensor("y", (1, 4, 4, 2), "int8", quant=QParams(0.05, -3))
+    g.add_const("w", np.full((2, 1, 1, 4), 100, np.int8))
+    g.add_const("bias", np.array([3 << 28, -5], np.int32))
+    m, s = quantize_multiplier(2.0**-24)
+    g.add_const("mult", np.array([m, m], np.int32))
+    g.add_const("shift", np.array([s, s], np.int32))
+    g.add_node("conv2d_s8", "big", ["x", "w", "bias", "mult", "shift"], ["y"], strides=(1, 1), pads=(0, 0, 0, 0),
+               dilations=(1, 1), in_zp=1, out_zp=-3, act_min=-128, act_max=127)
+    g.inputs, g.outputs = ["x"], ["y"]
+    folder = tmp_path_factory.mktemp("big")
+    facts, _, _ = emit(g, DSP_HOST, folder, "pytest tests/test_ops_diff.py")
+    (layer,) = facts["layers"]
+    assert layer["schedule"] == "plain" and "requantization not proven" in layer["schedule_note"]
+    model = Model(folder)
+    x = np.random.default_rng(0).integers(-128, 128, (2, 4, 4, 4)).astype(np.int8)
+    assert np.array_equal(host.run_raw(model, x), reference.run_raw(model, x))
