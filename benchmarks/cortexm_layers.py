@@ -107,6 +107,7 @@ def measure_out(out: Path, x: np.ndarray) -> dict:
         "schedules": [l.get("schedule", "plain") for l in layers], "layer_macs": [l["macs"] for l in layers],
         "flash_bytes": rep["flash_bytes"], "weight_bytes": sum(layers[i]["weight_bytes"] for i in weighted),
         "macs": rep["macs"], "arena_bytes": rep["arena_bytes"], "scratch_bytes": rep.get("largest_scratch_bytes", 0),
+        "tensor_bound_bytes": rep.get("tensor_liveness_bound_bytes") or rep["liveness_bound_bytes"],
         "bit_exact": bool(np.array_equal(raw_emu, raw_host) and np.array_equal(raw_emu, raw_ref)),
         "emu_s": emu_s, "per_layer_mean": per_layer.mean(axis=0), "layer_weight_bytes": [l["weight_bytes"] for l in layers],
         "kernel_code_bytes": kernel_code_bytes(out), "raw_ref": raw_ref,
@@ -189,7 +190,9 @@ def print_layers(board, rows, a):
 def print_model(board, name, r, a):
     cm = bool(a.cmsis_nn)
     print(f"\nmodel {name} on {board}: {r['macs']:,} MACs, {len(r['ops'])} layers, arena {r['arena_bytes']} B "
-          f"(largest scratch {r['scratch_bytes']} B), flash {r['flash_bytes']} B")
+          f"(tensors' liveness bound {r['tensor_bound_bytes']} B + largest scratch {r['scratch_bytes']} B), flash "
+          f"{r['flash_bytes']} B" + (f" (plain {r['plain']['flash_bytes']} B, arena {r['plain']['arena_bytes']} B)"
+                                     if a.plain else ""))
     head = (f"{'#':>2s} {'layer':24s} {'op':12s} {'sched':5s} {'MACs':>9s} {'edgepack':>11s}"
             + (f" {'CMSIS-NN':>11s} {'ratio':>6s}" if cm else "") + (f" {'plain':>11s}" if a.plain else "")
             + f" {'MAC/instr':>9s}")
