@@ -138,8 +138,8 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
         "bit_exactness": {
             "specification": "edgepack.reference (numpy integer ops): every kernel's arithmetic",
             "kernels_tested_against_it": "host (cffi) and the cortex-m7, cortex-m33, rpi4 and rpi-armhf "
-                                         "emulators, random shapes (tests/test_ops_diff.py, "
-                                         "tests/test_boards_diff.py)",
+                                         "emulators (the DSP schedules' kernels also on cortex-m4), random "
+                                         "shapes (tests/test_ops_diff.py, tests/test_boards_diff.py)",
             "this_build": measured.get("bit_exact"),
         },
         "layers": layers,
