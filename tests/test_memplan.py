@@ -26,11 +26,7 @@ def random_dag(sizes, skips):
     return g
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.integers(1, 5000), min_size=3, max_size=14), st.lists(st.integers(0, 4), min_size=1))
-def test_live_buffers_never_overlap(sizes, skips):
-    g = random_dag(sizes, skips)
-    p = plan(g)
+def assert_live_buffers_apart(p):
     bufs = list(p.buffers.values())
     for a in bufs:
         assert a.offset >= 0 and a.offset + a.size <= p.arena_bytes
@@ -38,6 +34,14 @@ def test_live_buffers_never_overlap(sizes, skips):
             if a is b or a.last < b.first or b.last < a.first:
                 continue
             assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 5000), min_size=3, max_size=14), st.lists(st.integers(0, 4), min_size=1))
+def test_live_buffers_never_overlap(sizes, skips):
+    g = random_dag(sizes, skips)
+    p = plan(g)
+    assert_live_buffers_apart(p)
     assert p.arena_bytes >= p.bound_bytes
     assert p.total_bytes >= p.arena_bytes
 
@@ -61,6 +65,22 @@ def test_input_and_output_are_caller_buffers_and_reshape_aliases():
     assert p.storage["x"][0] == "input" and p.storage["y"][0] == "output"
     assert p.storage["a"] == p.storage["b"] == ("arena", 0)
     assert p.arena_bytes == _align(64)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 5000), min_size=3, max_size=12), st.lists(st.integers(0, 4), min_size=1),
+       st.lists(st.integers(0, 3000), min_size=1))
+def test_scratch_is_planned_in_the_arena_apart_from_live_tensors(sizes, skips, scratch_sizes):
+    """A kernel's scratch (the SMLAD im2col columns) lives at its node only: it never overlaps a tensor live
+    there, and the bound with scratch is at most the tensors' bound plus the largest scratch."""
+    g = random_dag(sizes, skips)
+    scratch = {n.name: scratch_sizes[i % len(scratch_sizes)] for i, n in enumerate(g.nodes)}
+    p = plan(g, scratch=scratch)
+    assert_live_buffers_apart(p)
+    assert set(p.scratch) == {k for k, v in scratch.items() if v}
+    assert p.tensor_bound_bytes <= p.bound_bytes <= p.tensor_bound_bytes + _align(max(scratch.values()))
+    assert p.arena_bytes >= p.bound_bytes and p.scratch_bytes == max(scratch.values())
+    assert plan(g).bound_bytes == p.tensor_bound_bytes
 
 
 # ---- views: concat inputs written in place, slices as views ---------------------------------------------------

@@ -190,8 +190,8 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
                           for l in layers if l["op"] == "lut_s8"] or "none in the model",
         "pooling": {"max": "on int8 values, output keeps the input's scale and zero point"
                     if _used(q, "maxpool_s8") else "none",
-                    "average": "integer sum over the window, round-half-away division, output keeps the input's "
-                    "scale and zero point" if _used(q, "avgpool_s8") else "none"},
+                    "average": "integer sum of the raw values over the window (zero point for the padded taps it "
+                    "counts), round-half-away division (TFLite), output keeps the input's scale and zero point" if _used(q, "avgpool_s8") else "none"},
         "softmax": "int8 in, exp by a 256-entry 16-bit lookup table, output scale 1/256, zero point -128"
         if _used(q, "softmax_s8") else "none",
         **_spatial_fields(q),
@@ -202,8 +202,8 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
         "bit_exactness": {
             "specification": "edgepack.reference (numpy integer ops): every kernel's arithmetic",
             "kernels_tested_against_it": "host (cffi) and the cortex-m7, cortex-m33, rpi4 and rpi-armhf "
-                                         "emulators, random shapes (tests/test_ops_diff.py, "
-                                         "tests/test_boards_diff.py)",
+                                         "emulators (the DSP schedules' kernels also on cortex-m4), random "
+                                         "shapes (tests/test_ops_diff.py, tests/test_boards_diff.py)",
             "this_build": measured.get("bit_exact"),
         },
         "layers": layers,

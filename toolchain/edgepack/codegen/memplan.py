@@ -28,6 +28,10 @@ and slice copies (what the views save).
 The planner tries several placement orders (TFLite Micro's greedy-by-size, by first use, by size x lifetime)
 with first-fit offsets, and a two-ended (ping-pong) placement capped at the bound, and keeps the smallest arena;
 the report gives arena / bound.
+
+A kernel may need scratch memory for its own duration (the int16 im2col columns of the SMLAD schedules):
+``scratch`` maps a node's name to its bytes, planned as a buffer live at that node only. The bound without
+scratch (``tensor_bound_bytes``) plus the largest scratch bounds the bound with it.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class Plan:
     notes: dict = field(default_factory=dict)  # node name -> what the plan did with its tensors, and why
     in_place: dict = field(default_factory=dict)  # concat node name -> [input written in place by its producer]
     bound_without_views: int = 0
+    scratch: dict = field(default_factory=dict)  # node name -> arena offset of its scratch buffer
+    tensor_bound_bytes: int = 0  # liveness bound of the activations alone
+    scratch_bytes: int = 0  # the largest scratch buffer
 
 
 def _hwc(shape):
@@ -176,9 +183,29 @@ def _same_quant(a, b):
         and int(qa.zero_point) == int(qb.zero_point)
 
 
-def plan(g, views: bool = True) -> Plan:
+SCRATCH = "scratch:"  # buffer-name prefix of a node's scratch
+
+
+def storage_root(g):
+    """tensor -> the tensor whose storage it uses through ``reshape`` outputs (which share their input's); the
+    views of concat inputs and slices are the plan's (:func:`plan`)."""
+    root = {}
+
+    def find(t):
+        while t in root:
+            t = root[t]
+        return t
+
+    for n in g.nodes:
+        if n.op == "reshape":
+            root[n.outputs[0]] = find(n.inputs[0])
+    return find
+
+
+def plan(g, views: bool = True, scratch: dict | None = None) -> Plan:
     """Plan the arena of an integer-dialect graph (nodes in execution order). ``views=False`` copies every
-    concat input and slice (the comparison the report gives)."""
+    concat input and slice (the comparison the report gives); ``scratch``: node name -> bytes."""
+    scratch = scratch or {}
     v = _Views(g)
     for n in g.nodes:
         if n.op == "reshape":
@@ -300,10 +327,16 @@ def plan(g, views: bool = True) -> Plan:
             if t not in b.tensors:
                 b.tensors.append(t)
 
+    tensor_bound = 0
+    for i in range(len(g.nodes)):
+        tensor_bound = max(tensor_bound, sum(_align(b.size) for b in bufs.values() if b.first <= i <= b.last))
+    total = sum(_align(b.size) for b in bufs.values())
+    for i, n in enumerate(g.nodes):
+        if scratch.get(n.name):
+            bufs[SCRATCH + n.name] = Buffer(SCRATCH + n.name, int(scratch[n.name]), i, i)
     bound = 0
     for i in range(len(g.nodes)):
         bound = max(bound, sum(_align(b.size) for b in bufs.values() if b.first <= i <= b.last))
-    total = sum(_align(b.size) for b in bufs.values())
 
     orders = {
         "greedy-by-size": lambda b: (-b.size, b.first),
@@ -343,6 +376,8 @@ def plan(g, views: bool = True) -> Plan:
             continue
         if not v.dense(t):
             layouts[t] = (rs, ps)
-    p = Plan(best or 0, bound, total, bufs, storage, best_name, layouts, elided, notes, in_place)
-    p.bound_without_views = plan(g, views=False).bound_bytes if views else bound
+    p = Plan(best or 0, bound, total, bufs, storage, best_name, layouts, elided, notes, in_place,
+             scratch={k[len(SCRATCH):]: b.offset for k, b in bufs.items() if k.startswith(SCRATCH)},
+             tensor_bound_bytes=tensor_bound, scratch_bytes=max((int(x) for x in scratch.values()), default=0))
+    p.bound_without_views = plan(g, views=False, scratch=scratch).bound_bytes if views else bound
     return p

@@ -81,11 +81,19 @@ def maxpool_s8(x, *, kernel, strides, pads, dilations=(1, 1), **_):
 
 
 def avgpool_s8(x, *, kernel, strides, pads, count_include_pad, zp, **_):
-    """zp + round_half_away(sum(x - zp over in-bounds taps) / d); d = KH*KW or the in-bounds count."""
-    pat, mask = _patches(np.asarray(x, np.int64) - zp, kernel[0], kernel[1], strides, pads, (1, 1), 0)
-    s = pat.sum(axis=(3, 4))
-    d = np.full(mask.shape[:2], kernel[0] * kernel[1]) if count_include_pad else mask.sum(axis=(2, 3))
-    y = round_div_away(s, d[None, :, :, None]) + zp
+    """round_half_away(S / d), TensorFlow Lite's AveragePool (and CMSIS-NN's, TFLM's): S is the sum of the raw
+    int8 values over the in-bounds taps (input and output share scale and zero point), plus zp for each
+    padded tap when count_include_pad (a padded real 0 is zp); d = KH*KW then (or without padding), else
+    the in-bounds count. Rounding the raw sum is not rounding the zero-point-relative one: on an exact tie
+    they differ by 1."""
+    pat, mask = _patches(np.asarray(x, np.int64), kernel[0], kernel[1], strides, pads, (1, 1), zp)
+    if count_include_pad:
+        s = pat.sum(axis=(3, 4))  # padded taps hold zp
+        d = np.full(mask.shape[:2], kernel[0] * kernel[1])
+    else:
+        s = (pat * mask[None, :, :, :, :, None]).sum(axis=(3, 4))
+        d = np.maximum(mask.sum(axis=(2, 3)), 1)
+    y = round_div_away(s, d[None, :, :, None])
     return np.clip(y, -128, 127).astype(np.int8)
 
 

@@ -3,9 +3,12 @@ reference/ops_binary.py and the exponent-code ops of reference/ops_exp.py, the s
 ops of reference/ops_spatial.py, the RNNs of reference/ops_rnn.py); "reshape" has no kernel.
 
 Each module has PARAMS (argument names in order: the op's inputs in the reference function's positional
-order, then "y"), CONST (the read-only ones) and ``template(attrs, shapes) -> PrimFunc``. A kernel with a
-variable number of inputs (add_s8, concat_s8) has ``params(n_inputs)`` instead: x0 .. x{n-1}, y, all inputs
-read-only. Templates of the ops in codegen.memplan.STRIDED_OPS read strided views from attrs["layout"].
+order, then "y"), CONST (the read-only ones) and ``template(attrs, shapes) -> PrimFunc``: the plain kernels,
+for every board. A kernel with a variable number of inputs (add_s8, concat_s8) has ``params(n_inputs)`` instead:
+x0 .. x{n-1}, y, all inputs read-only. Templates of the ops in codegen.memplan.STRIDED_OPS read strided views
+from attrs["layout"]. The kernels of board features (conv2d_s8_smlad, dense_s8_smlad, dwconv2d_s8_fold,
+avgpool_s8_sxtab16, with the micro-kernels of intrin_dsp.py) are chosen by codegen/schedules.py and add
+``lower``, ``scratch_bytes`` and usually ``schedule`` to that interface (they take no strided views).
 """
 
 from . import (add_s8, avgpool_s8, bconv2d_b1, bconv2d_b1_s8, binarize_s8, clamp_s8, concat_s8, conv2d_exp,
