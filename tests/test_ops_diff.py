@@ -10,7 +10,7 @@ from edgepack.boards import get_board
 from edgepack.build import emit
 from edgepack.runners import Model, host, reference
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=16, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -57,25 +57,25 @@ def test_dense_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=10)
 @given(opgen.conv_case())
 def test_conv2d_s8_smlad_schedule(tmp_path_factory, case):
     check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=10)
 @given(opgen.conv_case(depthwise=True))
 def test_dwconv2d_s8_fold_schedule(tmp_path_factory, case):
     check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=10)
 @given(opgen.dense_case())
 def test_dense_s8_smlad_schedule(tmp_path_factory, case):
     check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=10)
 @given(opgen.pool_case("avgpool_s8", channels=(4, 8, 12, 32)))
 def test_avgpool_s8_sxtab16_schedule(tmp_path_factory, case):
     check(case, tmp_path_factory, board=DSP_HOST, schedule="dsp")
@@ -132,7 +132,7 @@ def test_pad_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
 
 
-@settings(SETTINGS, max_examples=14)
+@settings(SETTINGS, max_examples=10)
 @given(opgen.concat_case())
 def test_concat_s8(tmp_path_factory, case):
     check(case, tmp_path_factory)
@@ -169,7 +169,7 @@ def test_bconv2d_b1_s8(tmp_path_factory, case):
 
 
 # ---- issue 14 part B: grouped convolution, dilated max pooling, transpose, resize, transposed convolution ---
-SETTINGS_B = settings(SETTINGS, max_examples=12)
+SETTINGS_B = settings(SETTINGS, max_examples=10)
 
 
 @SETTINGS_B
