@@ -140,10 +140,14 @@ def _layer_call(li, n, g, ptr, sym, kernel_of):
         {prof.format(call=f"{fn}(&ctx, &p, &id, {x}, &fd, &od, {y})")}
     }}
 """, True)
-    if n.op == "add_s8":
+    if (n.op == "add_s8" and len(n.inputs) == 2 and list(a["signs"]) == [1, 1]
+            and all(tuple(t[v].shape) == tuple(t[n.outputs[0]].shape) and t[v].data is None for v in n.inputs)):
+        # a two-input add of same-shaped activations: CMSIS-NN's elementwise add (its sub, n-ary and
+        # broadcasting forms are not that function)
         N = int(np.prod(t[n.outputs[0]].shape[1:]))
-        call = (f"arm_elementwise_add_s8({x}, {ptr(n.inputs[1])}, {-a['a_zp']}, {a['a_mult']}, {a['a_shift']}, "
-                f"{-a['b_zp']}, {a['b_mult']}, {a['b_shift']}, {a['left_shift']}, {y}, {a['out_zp']}, "
+        zp, m, sh = a["zps"], a["mults"], a["shifts"]
+        call = (f"arm_elementwise_add_s8({x}, {ptr(n.inputs[1])}, {-zp[0]}, {m[0]}, {sh[0]}, "
+                f"{-zp[1]}, {m[1]}, {sh[1]}, {a['left_shift']}, {y}, {a['out_zp']}, "
                 f"{a['out_mult']}, {a['out_shift']}, {a['act_min']}, {a['act_max']}, {N})")
         return f"    {{  /* {li}: {n.name} ({n.op}) */\n        {prof.format(call=call)}\n    }}\n", True
     # no CMSIS-NN function with this arithmetic: edgepack's own (plain) kernel, same arguments as model.c
