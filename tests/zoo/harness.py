@@ -3,7 +3,7 @@ benchmarks/zoo.py tabulates.
 
 The data: a calibration batch of ``N_CALIB`` and ``N_INPUTS`` held-out inputs, both seeded standard normal in
 the model's input shape (``batches``). :func:`check` exports the model (``FORMATS``: .pt2 from torch.export,
-.onnx from the dynamo exporter), builds it for a board, runs the held-out inputs on the host and the numpy
+.onnx from the dynamo exporter), builds it for the host, runs the held-out inputs on the host and the numpy
 reference, and returns what the harnesses need: the report, the raw outputs' disagreement, and
 
     relative RMS = sqrt(mean((y_built - y_float)^2) / mean(y_float^2))
@@ -50,11 +50,11 @@ def float_outputs(model, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).numpy()
 
 
-def check(name: str, fmt: str, folder: Path, board: str = "host") -> dict:
-    """Export zoo model ``name`` (``make(seed=0)``) in ``fmt`` into ``folder``, build it for ``board`` into
+def check(name: str, fmt: str, folder: Path) -> dict:
+    """Export zoo model ``name`` (``make(seed=0)``) in ``fmt`` into ``folder``, build it for the host into
     ``folder/out`` calibrated on :func:`batches`' calibration batch, and run the held-out inputs on the host and
-    the reference. Returns {report, out, model_path, calib_path, differ (raw outputs where host != reference), outputs,
-    rel_rms, rel_rms_centered}."""
+    the reference. Returns {report, out, model_path, calib_path, differ (raw outputs where host != reference),
+    outputs, rel_rms, rel_rms_centered}."""
     from edgepack.build import build
     from edgepack.runners import run
     from frontend_models import export
@@ -67,12 +67,12 @@ def check(name: str, fmt: str, folder: Path, board: str = "host") -> dict:
     np.save(folder / "calib.npy", calib)
     path, _ = export(model, shape, fmt, folder)
     out = folder / "out"
-    report = build(path, board, out, calib=folder / "calib.npy")
+    report = build(path, "host", out, calib=folder / "calib.npy")
     y, raw = run(out, x, on="host")
     _, raw_ref = run(out, x, on="reference")
     y_float = float_outputs(model, x)
     if y.shape != y_float.shape:
         raise AssertionError(f"{name} {fmt}: output shape {y.shape}, float model {y_float.shape}")
-    return {"report": report, "out": out, "model_path": path, "calib_path": folder / "calib.npy", "differ": int((raw != raw_ref).sum()), "outputs": int(raw.size),
-            "rel_rms": relative_rms(y, y_float),
+    return {"report": report, "out": out, "model_path": path, "calib_path": folder / "calib.npy",
+            "differ": int((raw != raw_ref).sum()), "outputs": int(raw.size), "rel_rms": relative_rms(y, y_float),
             "rel_rms_centered": relative_rms(y, y_float, centered=True)}
