@@ -324,3 +324,33 @@ def test_layers_beyond_the_proven_bounds_keep_the_plain_kernel(tmp_path_factory)
     model = Model(folder)
     x = np.random.default_rng(0).integers(-128, 128, (2, 4, 4, 4)).astype(np.int8)
     assert np.array_equal(host.run_raw(model, x), reference.run_raw(model, x))
+
+
+def test_layers_differing_only_in_record_only_attrs_share_a_kernel(tmp_path):
+    """Two plain convs of the same shapes, zero points, ranges and multipliers whose nodes differ only in what the
+    card records (the folded batchnorm's name, the float weight scales; a model's builds from .pt2 and .onnx
+    differ so) share one kernel, a third with another output zero point has its own; outputs equal the
+    reference."""
+    from edgepack.graph import Graph, QParams
+    from edgepack.reference.arith import quantize_multiplier
+    rng = np.random.default_rng(6)
+    g = Graph()
+    zps = [5, 5, 5, 20]
+    for i, zp in enumerate(zps):
+        g.add_tensor(f"t{i}", (1, 5, 7, 8), "int8", quant=QParams(0.05, zp))
+    ms = [quantize_multiplier(float(v)) for v in rng.uniform(1e-4, 0.02, 8)]
+    for i in range(3):
+        g.add_const(f"w{i}", rng.integers(-127, 128, (8, 3, 3, 8)).astype(np.int8))
+        g.add_const(f"b{i}", rng.integers(-2**12, 2**12, 8).astype(np.int32))
+        g.add_const(f"m{i}", np.array([m for m, _ in ms], np.int32))
+        g.add_const(f"s{i}", np.array([s for _, s in ms], np.int32))
+        g.add_node("conv2d_s8", f"l{i}", [f"t{i}", f"w{i}", f"b{i}", f"m{i}", f"s{i}"], [f"t{i + 1}"],
+                   strides=(1, 1), pads=(1, 1, 1, 1), dilations=(1, 1), in_zp=zps[i], out_zp=zps[i + 1], act_min=-128, act_max=127, w_scale=[0.01 * (i + 1)] * 8,
+                   folded_bn=f"batch_norm_{i}")
+    g.inputs, g.outputs = ["t0"], ["t3"]
+    facts, _, _ = emit(g, get_board("host"), tmp_path, "pytest tests/test_ops_diff.py")
+    kernels = [l["kernel"] for l in facts["layers"]]
+    assert kernels[0] == kernels[1] != kernels[2], kernels
+    m = Model(tmp_path)
+    x = rng.integers(-128, 128, (3, 5, 7, 8)).astype(np.int8)
+    assert np.array_equal(host.run_raw(m, x), reference.run_raw(m, x))

@@ -1,6 +1,5 @@
-"""Building blocks shared by the zoo models: conv-BN-activation, squeeze-excite, seeded weights."""
+"""Building blocks shared by the zoo models: conv-BN-activation, squeeze-excite, the inverted residual block."""
 
-import torch
 from torch import nn
 
 
@@ -52,21 +51,3 @@ class InvertedResidual(nn.Module):
     def forward(self, x):
         y = self.body(x)
         return x + y if self.residual else y
-
-
-def seeded(model: nn.Module, seed: int) -> nn.Module:
-    """Re-initialise every parameter from ``seed`` (PyTorch's default initialisers) and give every batchnorm
-    random running statistics and affine parameters; returns the model in eval mode."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.reset_parameters()
-            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                c = m.num_features
-                m.running_mean.copy_((torch.rand(c, generator=g) - 0.5) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                m.bias.copy_((torch.rand(c, generator=g) - 0.5) * 0.2)
-    return model.eval()

@@ -9,7 +9,8 @@ with a residual add): 38 int8 layers, to keep the build time a test can afford."
 
 from torch import nn
 
-from .common import InvertedResidual, conv_bn, make_divisible, seeded
+from .common import InvertedResidual, conv_bn, make_divisible
+from .seeded import randomize
 
 # expansion, kernel, stride, output channels, repeats
 STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
@@ -46,4 +47,4 @@ class EfficientNetB0(nn.Module):
 
 def make(seed=0, full=False):
     model = EfficientNetB0() if full else EfficientNetB0(width=0.5, stages=REDUCED)
-    return seeded(model, seed), (1, 3, 64, 64)
+    return randomize(model, seed), (1, 3, 64, 64)

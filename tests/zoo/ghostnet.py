@@ -14,7 +14,8 @@ import math
 import torch
 from torch import nn
 
-from .common import SqueezeExcite, conv_bn, make_divisible, seeded
+from .common import SqueezeExcite, conv_bn, make_divisible
+from .seeded import randomize
 
 # kernel, expanded channels, output channels, squeeze-excite, stride (Table 1)
 CONFIG = [(3, 16, 16, False, 1), (3, 48, 24, False, 2), (3, 72, 24, False, 1), (5, 72, 40, True, 2),
@@ -75,4 +76,4 @@ class GhostNet(nn.Module):
 
 def make(seed=0, full=False):
     model = GhostNet() if full else GhostNet(config=REDUCED, stem=8, last=480, head=640)
-    return seeded(model, seed), (1, 3, 64, 64)
+    return randomize(model, seed), (1, 3, 64, 64)

@@ -9,7 +9,8 @@ stage plus a repeat of the first (a residual add): 27 int8 layers, to keep the b
 
 from torch import nn
 
-from .common import InvertedResidual, conv_bn, make_divisible, seeded
+from .common import InvertedResidual, conv_bn, make_divisible
+from .seeded import randomize
 
 # expansion, kernel, stride, output channels, repeats
 STAGES = [(3, 3, 2, 24, 3), (3, 5, 2, 40, 3), (6, 5, 2, 80, 3), (6, 3, 1, 96, 2), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
@@ -40,4 +41,4 @@ class MnasNet(nn.Module):
 
 
 def make(seed=0, full=False):
-    return seeded(MnasNet() if full else MnasNet(width=0.5, stages=REDUCED), seed), (1, 3, 64, 64)
+    return randomize(MnasNet() if full else MnasNet(width=0.5, stages=REDUCED), seed), (1, 3, 64, 64)

@@ -8,7 +8,8 @@ stride 2; 4: the same with a residual add), which keeps every kind of op at a bu
 
 from torch import nn
 
-from .common import InvertedResidual, conv_bn, make_divisible, seeded
+from .common import InvertedResidual, conv_bn, make_divisible
+from .seeded import randomize
 
 # kernel, expanded channels, output channels, squeeze-excite, activation, stride
 CONFIG = [(3, 16, 16, True, "RE", 2), (3, 72, 24, False, "RE", 2), (3, 88, 24, False, "RE", 1),
@@ -44,4 +45,4 @@ class MobileNetV3Small(nn.Module):
 
 def make(seed=0, full=False):
     model = MobileNetV3Small() if full else MobileNetV3Small(width=0.5, blocks=REDUCED)
-    return seeded(model, seed), (1, 3, 64, 64)
+    return randomize(model, seed), (1, 3, 64, 64)

@@ -10,7 +10,8 @@ test can afford."""
 import torch
 from torch import nn
 
-from .common import seeded
+from .seeded import randomize
+
 
 
 class Fire(nn.Module):
@@ -47,4 +48,4 @@ class SqueezeNet11(nn.Module):
 
 
 def make(seed=0, full=False):
-    return seeded(SqueezeNet11() if full else SqueezeNet11(width=0.5, fires=4), seed), (1, 3, 64, 64)
+    return randomize(SqueezeNet11() if full else SqueezeNet11(width=0.5, fires=4), seed), (1, 3, 64, 64)

@@ -48,14 +48,23 @@ def _c_array(values: np.ndarray, per_line: int = 24) -> str:
     return "    " + ",\n    ".join(lines)
 
 
+# Node attributes kept for the report and the card only: the names of the folded batchnorm and of the nodes fused
+# into a pointwise region, and the float weight scales (the kernels read the integer multipliers). They are left
+# out of a kernel's attributes, so out of its cache key too: layers, or builds of one model from two frontends
+# (whose node names differ, and whose float scales may differ in the last bits), that differ only in them share
+# a kernel.
+RECORD_ONLY_ATTRS = frozenset({"folded_bn", "fused_nodes", "w_scale"})
+
+
 def kernel_spec(g, node, mp=None):
     """(kernel module, attrs, shapes by parameter name) of one layer; with the memory plan ``mp``, attrs["layout"]
-    holds the strides of the parameters that are strided views (and a concat's in-place inputs)."""
+    holds the strides of the parameters that are strided views (and a concat's in-place inputs). The attrs are
+    the node's but the record-only ones (RECORD_ONLY_ATTRS)."""
     mod = KERNELS[node.op]
     names = param_names(mod, len(node.inputs))
     tensors = list(node.inputs) + list(node.outputs)
     shapes = {p: tuple(g.tensors[t].shape) for p, t in zip(names, tensors)}
-    attrs = dict(node.attrs)
+    attrs = {k: v for k, v in node.attrs.items() if k not in RECORD_ONLY_ATTRS}
     if mp is not None:
         layout = {p: tuple(mp.layouts[t]) for p, t in zip(names, tensors) if t in mp.layouts}
         if node.name in mp.in_place:
