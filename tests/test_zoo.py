@@ -17,7 +17,7 @@ model that does not follow its input (a constant output scores 1 or more).
 Bounds: the relative RMS about twice what was measured (both frontends give the same), so that a change of the
 quantization rules that costs accuracy fails while the fixed seeds pass; with min-max int8 activations (32
 calibration inputs) each requantization adds about (range / 255) / sqrt(12) of noise. Measured (in brackets
-PyTorch's own FX int8 PTQ of the same model, calibration and inputs, qnnpack; benchmarks/zoo.py): MobileNetV3-Small
+PyTorch's own FX int8 PTQ of the same model, calibration and inputs, qnnpack; benchmarks/zoo_table.py): MobileNetV3-Small
 3.5 % (3.4), EfficientNet-B0 3.0 % (2.9), SqueezeNet 1.1 2.6 % (1.3), ShuffleNetV2 1.3 % (1.6), GhostNet 3.3 %
 (3.1), RegNetX 1.7 % (2.1), MnasNet 5.4 % (4.8), KWS 1.8 % (2.2), autoencoder 3.5 % (4.3; its 64x64 output has
 the widest range relative to its RMS), U-Net 4.2 % (4.1; FX quantizes both with per-tensor ConvTranspose2d

@@ -1,7 +1,7 @@
 """The zoo table of issue 14's closing note: every model of tests/zoo/ through both frontends, beside PyTorch's
 own int8 post-training quantization, and on the cortex-m7 emulator where it fits.
 
-    python benchmarks/zoo.py [--models mobilenetv3_small,unet] [--board cortex-m7] [--keep]
+    python benchmarks/zoo_table.py [--models mobilenetv3_small,unet] [--board cortex-m7] [--keep]
 
 Per model and frontend (.pt2 from torch.export, .onnx from the dynamo exporter), with tests/zoo/harness.py (the
 code tests/test_zoo.py asserts on; 32 seeded calibration inputs, 32 held-out ones):
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     print(f"\nrel RMS: of the dequantized host output against the float model on 32 held-out seeded inputs; in "
           f"brackets against the input-dependent part of the float output. torch int8 PTQ: FX, qnnpack, the same "
           f"calibration batch and inputs. {a.board}: fit of flash and RAM, then {N_EMULATOR} inputs on its emulator "
-          f"(QEMU -icount) against the reference. See the docstring of benchmarks/zoo.py.")
+          f"(QEMU -icount) against the reference. See the docstring of benchmarks/zoo_table.py.")
     return 0 if ok else 1
 
 
