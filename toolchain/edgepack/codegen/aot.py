@@ -86,6 +86,13 @@ def layer_choice(g, node, features=(), mp=None):
     return choose(node.op, features, attrs, shapes, consts), tensors, shapes
 
 
+def _call_params(mod, by_param):
+    """The kernel's parameter names in call order: the layer's own (``by_param``: its tensors or shapes by
+    parameter name) for a kernel with a variable number of inputs, else the module's PARAMS (a scheduled kernel's
+    may add ``scratch`` and lowered constants)."""
+    return list(by_param) if hasattr(mod, "params") else list(mod.PARAMS)
+
+
 def build_kernel(choice, shapes):
     """The kernel's PrimFunc: the template, transformed by the module's schedule where it has one."""
     func = choice.module.template(choice.attrs, shapes)
@@ -126,7 +133,7 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
             idx = counts.get(base, 0)
             counts[base] = idx + 1
             name = f"ep_{base}_{idx}"
-            const_idx = const_params(mod, list(shapes) if hasattr(mod, "params") else list(mod.PARAMS))
+            const_idx = const_params(mod, _call_params(mod, shapes))
             body = kernel_c(name, key, lambda: build_kernel(choice, shapes), const_idx, mcpu=mcpu,
                             template=choice.name, scheduled=choice.scheduled)
             proto = prototype(body)
@@ -214,8 +221,7 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
         else:
             choice, tensors, _ = choices[n.name]
             args = []
-            for p in (choice.module.PARAMS if choice.scheduled or not hasattr(choice.module, "params")
-                      else list(tensors)):
+            for p in _call_params(choice.module, tensors):
                 if p == "scratch":
                     args.append(f"(void *)(ep_arena + {mp.scratch[n.name]})" if n.name in mp.scratch
                                 else "(void *)0")
