@@ -183,6 +183,9 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--targets", default="0.8,0.6,0.4,0.25,0.15", help="MACs fractions to prune to")
     ap.add_argument("--per-step", type=int, default=2, help="channels removed per pruning step")
+    ap.add_argument("--channel-multiple", type=int, default=2,
+                    help="pruned layers keep a multiple of this many channels (the DSP kernels work on channel "
+                         "pairs; odd widths take their slow remainder paths)")
     ap.add_argument("--step-batches", type=int, default=20, help="fine-tuning minibatches per pruning step")
     ap.add_argument("--finetune-epochs", type=float, default=3.0, help="final fine-tuning at each target")
     ap.add_argument("--board", default="cortex-m7", help="board for the firmware comparison ('' to skip)")
@@ -228,7 +231,8 @@ def main(argv=None):
           + ", ".join(f"{k} {v:.3f}" for k, v in corr["spearman_heldout_estimates"].items())
           + " (paper: > 0.93)", flush=True)
 
-    sched = {"per_step": a.per_step, "step_batches": 4 if a.quick else a.step_batches}
+    sched = {"per_step": a.per_step, "step_batches": 4 if a.quick else a.step_batches,
+             "channel_multiple": a.channel_multiple}
     results["schedule"] = {**sched, "finetune_epochs": a.finetune_epochs, "optimizer": "Adam lr 1e-3"}
     rows, pruned = [], {}
     for crit in ("taylor", "magnitude"):

@@ -1,7 +1,39 @@
 """Small torch models for tests/test_frontend.py (a module of its own so pickled models can be unpickled)."""
 
+import logging
+import warnings
+from pathlib import Path
+
 import torch
 import torch.nn as nn
+
+
+def export(model, shape, fmt, folder: Path) -> tuple[Path, tuple | None]:
+    """Save ``model`` in format ``fmt`` (pt2, onnx_dynamo, onnx_legacy, ts_script, ts_trace, pickle); return the
+    file and the input_shape load_model needs."""
+    x = torch.zeros(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            if fmt == "pt2":
+                p = folder / "m.pt2"
+                torch.export.save(torch.export.export(model, (x,)), str(p))
+                return p, None
+            if fmt.startswith("onnx"):
+                p = folder / f"{fmt}.onnx"
+                torch.onnx.export(model, (x,), str(p), dynamo=(fmt == "onnx_dynamo"), verbose=False)
+                return p, None
+            if fmt.startswith("ts"):
+                p = folder / f"{fmt}.pt"
+                sm = torch.jit.script(model) if fmt == "ts_script" else torch.jit.trace(model, (x,))
+                torch.jit.save(sm, str(p))
+                return p, shape
+            p = folder / "pickled.pt"
+            torch.save(model, str(p))
+            return p, shape
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -107,23 +139,24 @@ class MLP(nn.Module):
         return torch.softmax(self.fc2(self.drop(torch.relu(self.fc1(x)))), dim=1)
 
 
-class SigmoidNet(nn.Module):
+class CumsumNet(nn.Module):
+    """An operator edgepack does not import (cumulative sum)."""
+
     def __init__(self):
         super().__init__()
         self.c = nn.Conv2d(3, 4, 3)
 
     def forward(self, x):
-        return torch.sigmoid(self.c(x))
+        return torch.cumsum(self.c(x), dim=1)
 
 
-class GeluNet(nn.Module):
+class SortNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(20, 8)
-        self.act = nn.GELU()
 
     def forward(self, x):
-        return self.act(self.fc(x))
+        return torch.sort(self.fc(x), dim=1)[0]
 
 
 class CeilPool(nn.Module):
@@ -134,3 +167,81 @@ class CeilPool(nn.Module):
 
     def forward(self, x):
         return self.mp(self.c(x))
+
+
+class EvalNoOps(nn.Module):
+    """Eval-mode no-ops that torch.export keeps: dropout (also in place), Dropout2d (feature_dropout),
+    AlphaDropout, FeatureAlphaDropout, Identity, clone, contiguous, detach, a float32 -> float32 conversion."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.d = nn.Dropout(0.3, inplace=True)
+        self.d2 = nn.Dropout2d(0.2)
+        self.ad = nn.AlphaDropout(0.2)
+        self.fad = nn.FeatureAlphaDropout(0.1)
+        self.id = nn.Identity()
+        self.fc = nn.Linear(4 * 12 * 12, 3)
+
+    def forward(self, x):
+        y = self.fad(self.ad(self.d2(self.d(torch.relu(self.c(x))))))
+        y = self.id(y).clone().contiguous().detach().to(torch.float32)
+        y = nn.functional.dropout(y, 0.5, training=False)
+        return self.fc(torch.flatten(y, 1))
+
+
+class Activations(nn.Module):
+    """Every element-wise function edgepack tabulates, squeeze-excite (x * hardsigmoid(conv(mean(x)))), PReLU
+    with per-channel slopes and with one slope, and standalone batchnorms (after an add and on (N, F))."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 6, 3, padding=1)
+        self.se1 = nn.Conv2d(6, 3, 1)
+        self.se2 = nn.Conv2d(3, 6, 1)
+        self.pr = nn.PReLU(6)
+        self.pr1 = nn.PReLU()
+        self.bn = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6, 8)
+        self.bn1 = nn.BatchNorm1d(8)
+        self.fc2 = nn.Linear(8, 4)
+
+    def forward(self, x):
+        F = nn.functional
+        y = self.c(x)
+        y = F.hardswish(y) + torch.sigmoid(y) * y + torch.tanh(y) - F.hardsigmoid(y) + F.silu(y)
+        y = y * F.hardsigmoid(self.se2(torch.relu(self.se1(y.mean((2, 3), keepdim=True)))))
+        y = F.leaky_relu(y, 0.1) + F.elu(y, 0.5) + F.gelu(y) + F.gelu(y, approximate="tanh") + F.mish(y)
+        y = self.pr(y) + self.pr1(F.softplus(y)) + F.selu(y) + F.celu(y, 1.5) + F.relu6(y)
+        y = self.bn(y + torch.exp(-torch.abs(y)))
+        y = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)
+        return self.fc2(self.bn1(torch.relu(self.fc(y))))
+
+
+class ConcatSlice(nn.Module):
+    """concat along C, H and W, chunk / split / narrow / strided slices, sub and rsub, division by a constant,
+    per-channel constants, pads with a value (H, W and C) and a zero pad before a max pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Conv2d(3, 5, 3, padding=1)
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, 9).reshape(1, 9, 1, 1))
+        self.d = nn.Conv2d(9, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 3 * 2, 3)
+
+    def forward(self, x):
+        F = nn.functional
+        y = torch.cat([torch.relu(self.a(x)), self.b(x)], 1)           # channels
+        p, q = y.chunk(2, dim=2)                                        # along H
+        y = torch.cat([q, p], 2) * self.scale - 0.25                     # per-channel constant, scalar
+        u, v = torch.split(y, [4, 5], dim=1)
+        y = torch.cat([v, u], dim=1)
+        y = torch.cat([y[:, :, :, 1:], y[:, :, :, :1]], 3)              # along W
+        y = 1.0 - y / 3.0 + y.narrow(1, 0, 9) + (y + y * y)             # rsub, div, narrow
+        y = F.pad(y, (1, 0, 2, 1), value=0.3)                           # a pad with a value
+        y = F.pad(y, (0, 0, 0, 0, 1, 2))                                # channel pad (zeros)
+        y = self.d(y[:, 1:10])                                          # a channel slice
+        y = F.max_pool2d(F.pad(y, (1, 1, 1, 1)), 2)                     # a zero pad before a max pool: (5, 4)
+        y = y[:, :, ::2, ::2] + 0.5 * y[:, :, 0::2, 1::2]               # strided slices: (3, 2)
+        return self.fc(torch.flatten(y, 1))

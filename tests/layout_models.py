@@ -124,7 +124,7 @@ class SeqLinear(nn.Module):
         return self.fc(x)
 
 
-class SeqErf(nn.Module):
+class SeqCumsum(nn.Module):
     """A rank-3 input followed by an operator edgepack does not have: the error names that operator."""
 
     def __init__(self):
@@ -132,7 +132,7 @@ class SeqErf(nn.Module):
         self.c = nn.Conv1d(3, 3, 1)
 
     def forward(self, x):
-        return torch.special.erf(self.c(x))
+        return torch.cumsum(self.c(x), dim=2)
 
 
 class LSTMHead(nn.Module):

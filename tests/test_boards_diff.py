@@ -1,6 +1,10 @@
 """Differential tests on the boards: for every operator, random shapes (hypothesis), the raw outputs of the
 firmware on the emulated Cortex-M7 and Cortex-M33 (QEMU system mode) and of the static binaries on the
-Raspberry Pi boards (qemu-aarch64, qemu-arm) equal the numpy reference, every element."""
+Raspberry Pi boards (qemu-aarch64, qemu-arm) equal the numpy reference, every element.
+
+Boards with the DSP feature (cortex-m7, cortex-m33, rpi-armhf; cortex-m4 below) run the DSP schedules of
+conv2d_s8, dwconv2d_s8 and dense_s8 on the real instructions; "rpi4+dsp" builds those schedules for the
+aarch64 board (no DSP extension: the portable C of ep_dsp.h)."""
 
 import numpy as np
 import pytest
@@ -17,6 +21,7 @@ CASES = {
     "dense_s8": opgen.dense_case(),
     "maxpool_s8": opgen.pool_case("maxpool_s8"),
     "avgpool_s8": opgen.pool_case("avgpool_s8"),
+    "avgpool_s8_c4": opgen.pool_case("avgpool_s8", channels=(4, 8, 32)),  # the DSP boards' SXTAB16 kernel
     "add_s8": opgen.add_case(),
     "clamp_s8": opgen.clamp_case(),
     "softmax_s8": opgen.softmax_case(),
@@ -27,18 +32,32 @@ CASES = {
     "conv2d_s8_bitmask": opgen.sparse_case("conv2d_s8_bitmask"),
     "dense_s8_bitmask": opgen.sparse_case("dense_s8_bitmask"),
 }
-BOARDS = {"cortex-m7": 8, "cortex-m33": 5, "rpi4": 5, "rpi-armhf": 5}
+BOARDS = {"cortex-m7": 5, "cortex-m33": 3, "rpi4": 3, "rpi-armhf": 3}
+CHAIN_BOARDS = {"cortex-m7": 4, "rpi4": 3}
+SCHEDULED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "avgpool_s8_c4")  # kernels of the DSP schedule table
+DSP_BOARDS = {"cortex-m4": 2, "rpi4+dsp": 2}  # the scheduled kernels only, on two more targets
 
 
-@pytest.mark.parametrize("board", list(BOARDS))
-@pytest.mark.parametrize("op", list(CASES))
+@pytest.mark.parametrize("board,op", [(b, op) for b in BOARDS for op in CASES if (b, op) != ("rpi4", "avgpool_s8_c4")]
+                         + [(b, op) for b in DSP_BOARDS for op in SCHEDULED_OPS])
 def test_board_equals_reference(board, op, tmp_path_factory):
-    b = require_board_tools(board)
+    name, _, forced = board.partition("+")
+    b = require_board_tools(name)
+    if forced:
+        b = dict(b, features=[forced])
 
     # the sparse-weight ops are the int8 arithmetic with another weight walk: fewer examples per board
-    n = min(BOARDS[board], 4) if op.endswith(("_csr", "_bitmask")) else BOARDS[board]
-
+    n = DSP_BOARDS[board] if board in DSP_BOARDS else \
+        min(BOARDS[board], 3) if op.endswith(("_csr", "_bitmask", "_c4")) else BOARDS[board]
     _check_on_board(board, b, op, CASES[op], n, tmp_path_factory, host_too=True)
+
+
+@pytest.mark.parametrize("board", list(CHAIN_BOARDS))
+def test_chain_of_elementwise_and_concat_ops(board, tmp_path_factory):
+    """lut, mul (squeeze-excite), add / sub of a constant, prelu, concat (in place, strided, requantized), slice
+    (view or copy) and pad in one graph per example: each of these kernels on the board."""
+    _check_on_board(board, require_board_tools(board), "chain", opgen.chain_case(), CHAIN_BOARDS[board],
+                    tmp_path_factory, host_too=True)
 
 
 def _check_on_board(board, b, op, cases, n, tmp_path_factory, host_too):
@@ -50,7 +69,9 @@ def _check_on_board(board, b, op, cases, n, tmp_path_factory, host_too):
     def check(case):
         g, seed = case
         folder = tmp_path_factory.mktemp(f"{board}-{op}")
-        emit(g, b, folder, "pytest tests/test_boards_diff.py")
+        facts, _, _ = emit(g, b, folder, "pytest tests/test_boards_diff.py")
+        if op in SCHEDULED_OPS and "dsp" in b.get("features", []) and g.nodes[-1].op != "add_s8":
+            assert facts["layers"][-1]["schedule"] == "dsp", facts["layers"]
         m = Model(folder)
         rng = np.random.default_rng(seed)
         x = rng.integers(-128, 128, (3,) + tuple(g.tensors[g.inputs[0]].shape[1:])).astype(np.int8)

@@ -14,12 +14,17 @@ from torch import nn
 from clitools import edgepack, one_line_error
 
 
+class _Cumsum(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, dim=1)
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     d = tmp_path_factory.mktemp("small")
     torch.manual_seed(0)
     good = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
-    bad = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sigmoid()).eval()
+    bad = nn.Sequential(nn.Conv2d(1, 4, 3), _Cumsum()).eval()  # an operator edgepack does not import
     x = torch.zeros(1, 1, 8, 8)
     torch.onnx.export(good, (x,), d / "good.onnx", dynamo=True)
     torch.onnx.export(bad, (x,), d / "bad_op.onnx", dynamo=True)
@@ -38,7 +43,7 @@ def snapshot(folder):
 
 @pytest.mark.parametrize("model, words", [
     ("truncated.onnx", ["truncated.onnx"]),
-    ("bad_op.onnx", ["Sigmoid", "not supported"]),
+    ("bad_op.onnx", ["CumSum", "not supported", "edgepack ops"]),
     ("missing.onnx", ["missing.onnx", "no such file"]),
 ])
 def test_bad_model_leaves_existing_output_untouched(small, model, words):
@@ -90,10 +95,14 @@ def _export(d, name, model, shape=(1, 1, 8, 8)):
 def nan_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("nan")
     torch.manual_seed(0)
-    for name, value in (("nanw", float("nan")), ("infw", float("inf"))):
+    for name, value in (("nanw", float("nan")), ("infw", float("inf")), ("hugew", 3e35)):
         m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
         with torch.no_grad():
-            m[3].weight[1, 7] = value
+            if name == "hugew":  # on a channel the ReLU always zeroes: the output range stays small
+                m[0].bias[1] = -1e4
+                m[3].weight[1, 36 + 7] = value
+            else:
+                m[3].weight[1, 7] = value
         _export(d, name, m)
     return d
 
@@ -106,6 +115,14 @@ def test_non_finite_weights_name_the_layer(small, nan_models, tmp_path, fmt, nam
     line = one_line_error(edgepack("build", model, "--calib", d / "calib.npy", "-o", tmp_path / "out"),
                           model.name, what, "linear")
     assert "layer" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_too_large_for_int32_requantization(small, nan_models, tmp_path):
+    d, _ = small  # a finite weight of 3e35 (one flipped exponent bit) makes a multiplier int32 cannot hold
+    model = nan_models / "hugew.onnx"
+    one_line_error(edgepack("build", model, "--calib", d / "calib.npy", "-o", tmp_path / "out"),
+                   "node", "int8", "too large")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -203,6 +203,21 @@ def test_prune_reaches_the_target_with_smaller_tensors(resdw_graph, criterion):
     assert sum(r.channels.values()) < sum(r.channels_before.values())
 
 
+@pytest.mark.parametrize("m", [2, 4])
+def test_channel_multiple_keeps_every_pruned_layer_a_multiple(resdw_graph, m):
+    """channel_multiple: each pruned group keeps a multiple of m channels (the DSP kernels' channel pairs);
+    groups left alone keep their width."""
+    x, y = _toy_data()
+    macs0, _ = graph_cost(resdw_graph)
+    r = pt.prune(resdw_graph, x, y, target_macs=0.6, step_batches=2, batch=32, finetune_epochs=0, progress=False,
+                 channel_multiple=m)
+    assert r.macs <= 0.6 * macs0
+    changed = {k: v for k, v in r.channels.items() if v != r.channels_before[k]}
+    assert changed and all(v % m == 0 and v >= m for v in changed.values()), (r.channels_before, r.channels)
+    with pytest.raises(EdgepackError, match="channel-multiple"):
+        pt.prune(resdw_graph, x, y, target_macs=0.6, channel_multiple=0, progress=False)
+
+
 def test_prune_says_when_the_target_cannot_be_reached(resdw_graph):
     x, y = _toy_data(64)
     with pytest.raises(EdgepackError, match="cannot reach the target"):

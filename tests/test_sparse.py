@@ -14,7 +14,7 @@ from edgepack.pack import sparse
 from edgepack.runners import run
 from test_ops_diff import check
 
-SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -6,6 +6,19 @@
 
 #include <stdint.h>
 
+#include "ep_dsp.h"
+
+/* Attribute of the kernels a schedule tensorized onto DSP micro-kernels (codegen/schedules.py). On M-profile
+ * cores GCC's instruction scheduling hoists every weight word's sign extension of a micro-kernel above the
+ * SMLADs that use it and spills the accumulators: the 1 x 4 dense block took 30 instructions per 16 MACs with
+ * five stack accesses, 25 without scheduling (arm-none-eabi-gcc 12, -O2): spills cost more than the
+ * scheduling buys. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M'
+#define EP_SCHEDULED __attribute__((optimize("no-schedule-insns", "no-schedule-insns2", "no-tree-loop-distribute-patterns")))
+#else
+#define EP_SCHEDULED
+#endif
+
 /* Population count of a 32-bit word (for one-off counts: the binary conv kernels count whole windows
  * with the bit-sliced helpers further down).
  *

@@ -239,10 +239,11 @@ def emit(q, board: dict, folder: Path, command: str, timings: dict | None = None
     the host module (every board: ``--on host`` is the bit-exact twin of the board), then cross-compile the
     board's firmware. Returns (codegen facts, host object sizes, ELF sizes or {})."""
     from .codegen.aot import generate
+    from .codegen.schedules import board_features
 
     timings = {} if timings is None else timings
     t = time.time()
-    facts = generate(q, folder, mcpu=board.get("cpu") or None, command=command)
+    facts = generate(q, folder, mcpu=board.get("cpu") or None, command=command, features=board_features(board))
     shutil.copytree(RUNTIME_DIR, folder / "runtime")
     timings["codegen"] = time.time() - t
     t = time.time()

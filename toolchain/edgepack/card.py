@@ -41,6 +41,28 @@ def _scale_type(n) -> str:
     return "float, applied as a Q31 fixed-point multiplier + shift per output channel"
 
 
+# the arithmetic of the element-wise and data-movement ops, for the ops a build uses
+OP_RULES = {
+    "add_s8": "TFLite ADD / SUB, n-ary: inputs rescaled to twice the largest input scale with a left shift (20 bits; "
+              "fewer past 16 inputs), summed with signs, requantized to the output; broadcasting; a constant operand "
+              "int8 asymmetric per-tensor",
+    "mul_s8": "TFLite MUL: (a - a_zp)(b - b_zp) requantized by s_a s_b / s_y; broadcasting (per-channel scaling of "
+              "squeeze-excite); a constant operand int8 asymmetric per-tensor",
+    "lut_s8": "256-entry int8 lookup table per layer, built from the float function (or a fused chain of element-wise "
+              "ops on one input) at every int8 input, correctly rounded (nearest, ties to even); output scale fixed "
+              "for sigmoid / hardsigmoid (1/256, -128) and tanh (1/128, 0) as TFLite, else calibrated min-max",
+    "prelu_s8": "TFLite PRELU: slopes int8 symmetric per-tensor, one requantization for x >= 0 (s_x / s_y) and one "
+                "for x < 0 (s_x s_alpha / s_y)",
+    "concat_s8": "TFLite CONCATENATION: output scale calibrated; inputs whose producer sets its own scale are "
+                 "produced in the output's (as TFLite's converter does), the others requantized to it (TFLite "
+                 "int8 QUANTIZE); where the layout allows, producers write straight into their slice (see layers)",
+    "slice_s8": "keeps the input's scale (a view of the input where possible); requantized where it feeds a concat "
+                "in another scale",
+    "pad_s8": "TFLite PAD: output keeps the input's scale and zero point, the value quantized in them (the input's "
+              "calibrated range widened to hold it)",
+}
+
+
 def _granularity(n, meta) -> str:
     if n.attrs.get("weight_format") == "binary":
         return "per-channel (alpha)"
@@ -74,6 +96,16 @@ def layer_rows(q, report) -> list:
                         else "folded into per-channel integer thresholds"})
             if rep[n.name].get("sparse_note"):
                 row["sparse_note"] = rep[n.name]["sparse_note"]
+        if n.op == "lut_s8":
+            row.update({"function": n.attrs.get("function"), "output_quantization": n.attrs.get("output_quant"),
+                        "fused_ops": n.attrs.get("fused_nodes")})
+        if n.op == "pad_s8":
+            row["pad_value"] = {"float": n.attrs.get("float_value"), "int8": n.attrs.get("value"),
+                                "error": n.attrs.get("value_error")}
+        if n.attrs.get("affine_bn"):
+            row["standalone_batchnorm"] = n.attrs["affine_bn"]
+        if rep[n.name].get("memory_note"):
+            row["memory"] = rep[n.name]["memory_note"]
         if rep[n.name].get("instructions") is not None:
             row["instructions"] = rep[n.name]["instructions"]
         rows.append(row)
@@ -118,6 +150,7 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
     if trained_binary:
         methods.append("binary layers from training (sign + two-valued weights in the model file)")
     folded = [n.attrs["folded_bn"] for n in g.nodes if n.attrs.get("folded_bn")]
+    affine = [n.attrs["affine_bn"] for n in g.nodes if n.attrs.get("affine_bn")]
     src = g.meta.get("source", {})
     card = {
         "edgepack": __version__,
@@ -138,8 +171,11 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
         },
         "activations": "int8 asymmetric per-tensor (scale, zero point)"
         + ("; 1-bit between binary layers" if _used(q, "bconv2d_b1") else ""),
-        "batchnorm": {"folded": folded, "how": "folded into the preceding conv / dense in float, before "
-                      "quantization" if folded else "no batchnorm in the model"},
+        "batchnorm": {"folded": folded, "standalone": affine,
+                      "how": "folded into the preceding conv / dense in float, before quantization"
+                      + ("; the others (no conv / dense before them) a per-channel affine run as a 1x1 depthwise "
+                         "conv (int8 per-channel weight, int32 bias)" if affine else "")
+                      if folded or affine else "no batchnorm in the model"},
         "calibration": {"source": meta.get("calibration_source"), "images": meta.get("calibration_images"),
                         "method": (meta.get("calibration_method", "") + " over the calibration batch, range "
                                    "widened to include 0")},
@@ -147,12 +183,15 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
         "requantization": "int32 accumulator; per-channel Q31 multiplier and shift; saturating rounding "
                           "doubling high multiply, then rounding divide by a power of two (TFLite / CMSIS-NN)",
         "bias": "int32" if weighted else None,
-        "residual_add": "TFLite ADD: inputs rescaled to twice the larger input scale with a 20-bit left shift, "
-                        "summed, requantized to the output" if _used(q, "add_s8") else "none in the model",
+        "residual_add": OP_RULES["add_s8"] if _used(q, "add_s8") else "none in the model",
+        "elementwise_and_data_movement": {op: rule for op, rule in OP_RULES.items() if op != "add_s8" and _used(q, op)}
+        or "none in the model",
+        "lookup_tables": [{"layer": l["name"], "function": l["function"], "output": l["output_quantization"]}
+                          for l in layers if l["op"] == "lut_s8"] or "none in the model",
         "pooling": {"max": "on int8 values, output keeps the input's scale and zero point"
                     if _used(q, "maxpool_s8") else "none",
-                    "average": "integer sum over the window, round-half-away division, output keeps the input's "
-                    "scale and zero point" if _used(q, "avgpool_s8") else "none"},
+                    "average": "integer sum of the raw values over the window (zero point for the padded taps it "
+                    "counts), round-half-away division (TFLite), output keeps the input's scale and zero point" if _used(q, "avgpool_s8") else "none"},
         "softmax": "int8 in, exp by a 256-entry 16-bit lookup table, output scale 1/256, zero point -128"
         if _used(q, "softmax_s8") else "none",
         **_spatial_fields(q),
@@ -163,8 +202,8 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
         "bit_exactness": {
             "specification": "edgepack.reference (numpy integer ops): every kernel's arithmetic",
             "kernels_tested_against_it": "host (cffi) and the cortex-m7, cortex-m33, rpi4 and rpi-armhf "
-                                         "emulators, random shapes (tests/test_ops_diff.py, "
-                                         "tests/test_boards_diff.py)",
+                                         "emulators (the DSP schedules' kernels also on cortex-m4), random "
+                                         "shapes (tests/test_ops_diff.py, tests/test_boards_diff.py)",
             "this_build": measured.get("bit_exact"),
         },
         "layers": layers,
@@ -210,7 +249,11 @@ def card_md(c: dict) -> str:
         ("batchnorm", f"{c['batchnorm']['how']}: {_v(c['batchnorm']['folded'])}"),
         ("calibration", _v(c["calibration"])),
         ("rounding", c["rounding"]), ("requantization", c["requantization"]), ("bias", c["bias"]),
-        ("residual add", c["residual_add"]), ("pooling", _v(c["pooling"])), ("softmax", c["softmax"]),
+        ("residual add", c["residual_add"]),
+        ("element-wise and data movement", _v(c.get("elementwise_and_data_movement"))),
+        ("lookup tables", _v(c["lookup_tables"]) if isinstance(c.get("lookup_tables"), str) else "; ".join(
+            f"{t['layer']}: {t['function']} ({t['output']})" for t in c.get("lookup_tables", []))),
+        ("pooling", _v(c["pooling"])), ("softmax", c["softmax"]),
         *((k.replace("_", " "), _v(c[k])) for k in ("resize", "resize_quantization", "transposes",
                                                       "transposed_convolution", "grouped_convolution", "recurrent")
           if k in c),
@@ -232,6 +275,9 @@ def card_md(c: dict) -> str:
     notes = [f"- {l['name']}: {l['sparse_note']}" for l in c["layers"] if l.get("sparse_note")]
     if notes:
         lines += ["", "Sparse storage notes:", *notes]
+    mem = [f"- {l['name']}: {l['memory']}" for l in c["layers"] if l.get("memory")]
+    if mem:
+        lines += ["", "Memory plan (concat / slice views):", *mem]
     return "\n".join(lines) + "\n"
 
 

@@ -120,7 +120,8 @@ def cmd_prune(a):
     r = prune_file(a.model, a.data, a.output, a.target_macs, a.target_params, val=a.val, holdout=a.holdout,
                    input_shape=a.input_shape, command=cmd, criterion=a.criterion, per_step=a.per_step,
                    step_batches=a.step_batches, batch=a.batch, lr=a.lr, finetune_epochs=a.finetune_epochs,
-                   seed=a.seed, checkpoint=a.checkpoint, trust_pickle=a.trust_pickle)
+                   seed=a.seed, checkpoint=a.checkpoint, trust_pickle=a.trust_pickle,
+                   channel_multiple=a.channel_multiple)
     acc = (f"; validation accuracy {r['val_acc_before']:.4f} -> {r['val_acc_after']:.4f}"
            if r["val_acc_before"] is not None else "")
     print(f"pruned {a.model} -> {a.output}: MACs {r['macs_before']} -> {r['macs']} "
@@ -149,6 +150,12 @@ def cmd_boards(_a):
 
 TRUST_HELP = ("allow a pickled nn.Module .pt: unpickling it runs code from the file, so pass this only for "
               "files you trust (TorchScript .pt, .pt2 and .onnx never need it)")
+
+
+def cmd_ops(_a):
+    from .frontend import ops_text
+
+    print(ops_text(), end="")
 
 
 def parser():
@@ -202,6 +209,9 @@ def parser():
     pr.add_argument("--holdout", type=float, default=0.1, help="fraction of --data held out for validation "
                     "when --val is not given (0: none)")
     pr.add_argument("--per-step", type=int, help="channels removed per step (default 3%% of the prunable ones)")
+    pr.add_argument("--channel-multiple", type=int, default=1,
+                    help="keep a multiple of this many channels in every pruned layer (2 or 4 suits the DSP "
+                         "kernels of Cortex-M4/M7/M33, which work on channel pairs)")
     pr.add_argument("--step-batches", type=int, default=20, help="fine-tuning minibatches per step")
     pr.add_argument("--finetune-epochs", type=float, default=1.0, help="fine-tuning after the last step")
     pr.add_argument("--batch", type=int, default=64)
@@ -218,6 +228,8 @@ def parser():
     f.set_defaults(func=cmd_flash)
     bo = sub.add_parser("boards", help="list the boards")
     bo.set_defaults(func=cmd_boards)
+    op = sub.add_parser("ops", help="list the supported operators per frontend, with the weight formats of each")
+    op.set_defaults(func=cmd_ops)
     return p
 
 

@@ -6,11 +6,15 @@ Constants (weights, biases, multipliers) are tensors with ``data``; activations 
 Two dialects live in the same IR, one after the other in the pipeline:
 
 * the *float* dialect, written by the frontends, in the framework's own NCHW layout and semantics
-  (ops ``conv2d, conv_transpose2d, batchnorm, relu, sign, clip, maxpool, avgpool, global_avgpool, add, flatten,
-  reshape, transpose, channel_shuffle, resize, dense, softmax``; see :data:`FLOAT_OPS` for inputs and attributes);
+  (ops ``conv2d, conv_transpose2d, batchnorm, relu, sign, clip, maxpool, avgpool, global_avgpool, add, sub, mul,
+  sum, concat, slice, pad, prelu, flatten, reshape, transpose, channel_shuffle, resize, dense, softmax`` (and the
+  RNNs ``lstm``, ``gru``) and the element-wise functions of
+  :data:`edgepack.pointwise.UNARY` (sigmoid, tanh, hardswish, ...); see :data:`FLOAT_OPS` for inputs and
+  attributes; binary element-wise ops broadcast as numpy does);
 * the *integer* dialect, written by :mod:`edgepack.compress.quantize`, in NHWC layout, int8 activations with
-  ``quant`` parameters (ops ``conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, clamp_s8,
-  softmax_s8, reshape``; see :mod:`edgepack.reference.ops` for their arithmetic).
+  ``quant`` parameters (ops ``conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, mul_s8,
+  lut_s8, prelu_s8, concat_s8, slice_s8, pad_s8, clamp_s8, softmax_s8, reshape``; see
+  :mod:`edgepack.reference.ops` for their arithmetic).
 
 Batch convention: dimension 0 of every activation is the batch; graphs carry the nominal batch 1 and the
 executors run any batch N (reshape targets keep dimension 0 as the batch).
@@ -34,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgepackError
+from .pointwise import BINARY, UNARY
 
 
 @dataclass
@@ -224,7 +229,14 @@ FLOAT_OPS = {
     "maxpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0), "dilations": (1, 1)}),
     "avgpool": (["x"], {"kernel": None, "strides": None, "pads": (0, 0, 0, 0), "count_include_pad": True}),
     "global_avgpool": (["x"], {}),
-    "add": (["a", "b"], {}),
+    "add": (["a", "b"], {}),  # either may be a constant; broadcasting
+    "sub": (["a", "b"], {}),
+    "mul": (["a", "b"], {}),
+    "sum": (["x1", "x2", "..."], {}),  # n-ary add (ONNX Sum)
+    "concat": (["x1", "x2", "..."], {"axis": 1}),
+    "slice": (["x"], {"axis": 1, "start": 0, "end": None, "step": 1}),  # x[start:end:step] along axis
+    "pad": (["x"], {"pads": (0, 0, 0, 0), "channel_pads": (0, 0), "value": 0.0}),  # constant pad of H, W (and C)
+    "prelu": (["x", "slope (C)"], {}),
     "flatten": (["x"], {"axis": 1}),
     "reshape": (["x"], {"shape": None}),
     "transpose": (["x"], {"perm": None}),  # y = x.transpose(perm); perm[0] == 0 (the batch stays first)
@@ -243,6 +255,9 @@ FLOAT_OPS = {
     "gru": (["x", "w_ih (3H, F)", "w_hh (3H, H)", "b_ih (3H)", "b_hh (3H)"], {"hidden": None, "last": False}),
     "softmax": (["x"], {"axis": -1}),
 }
+FLOAT_OPS.update({op: (["x"], dict(defaults)) for op, (_, defaults, _) in UNARY.items() if op not in FLOAT_OPS})
+FLOAT_OPS.update({op: (["c", "a", "b"] if op == "where" else ["a", "b"], {}) for op in BINARY if op not in FLOAT_OPS})
+ELEMENTWISE_BINARY = tuple(BINARY)
 # pads are (top, left, bottom, right) everywhere.
 
 
@@ -314,11 +329,58 @@ def infer_shapes(g: Graph, source: str = "model"):
         elif n.op == "global_avgpool":
             need4()
             out = (x[0], x[1], 1, 1)
-        elif n.op == "add":
-            y = shp[1]
-            if tuple(x) != tuple(y):
-                raise EdgepackError(f"{source}: node '{n.name}' (add): shapes {x} and {y} differ; "
-                                    "broadcasting adds are not supported")
+        elif n.op in ELEMENTWISE_BINARY or n.op == "sum":
+            try:
+                out = np.broadcast_shapes(*[tuple(s) for s in shp])
+            except ValueError:
+                raise EdgepackError(f"{source}: node '{n.name}' ({n.op}): shapes "
+                                    f"{', '.join(str(tuple(s)) for s in shp)} do not broadcast") from None
+            acts = [s for t, s in zip(n.inputs, shp) if not g.tensors[t].is_const]
+            if not acts:
+                raise EdgepackError(f"{source}: node '{n.name}' ({n.op}): all inputs are constants")
+            if any(len(out) != len(v) for v in acts) or out[0] != 1:
+                raise EdgepackError(f"{source}: node '{n.name}' ({n.op}): broadcasting to {out} changes the rank "
+                                    "or the batch of an activation input")
+        elif n.op == "concat":
+            if any(g.tensors[t].is_const for t in n.inputs):
+                raise EdgepackError(f"{source}: node '{n.name}' (concat): a constant input is not supported; "
+                                    "concatenate activations only")
+            ax = a["axis"] % len(x)
+            if ax == 0:
+                raise EdgepackError(f"{source}: node '{n.name}' (concat): concatenation along the batch "
+                                    "dimension is not supported")
+            for s in shp[1:]:
+                if len(s) != len(x) or any(u != v for i, (u, v) in enumerate(zip(s, x)) if i != ax):
+                    raise EdgepackError(f"{source}: node '{n.name}' (concat): shapes "
+                                        f"{', '.join(str(tuple(v)) for v in shp)} differ outside axis {ax}")
+            a["axis"] = ax
+            out = tuple(x[:ax]) + (sum(s[ax] for s in shp),) + tuple(x[ax + 1:])
+        elif n.op == "slice":
+            ax = a["axis"] % len(x)
+            if ax == 0:
+                raise EdgepackError(f"{source}: node '{n.name}' (slice): slicing the batch dimension is not "
+                                    "supported")
+            if a["step"] <= 0:
+                raise EdgepackError(f"{source}: node '{n.name}' (slice): step {a['step']} is not supported; "
+                                    "only positive steps")
+            sl = range(x[ax])[slice(a["start"], a["end"], a["step"])]
+            length = len(sl)
+            if length == 0:
+                raise EdgepackError(f"{source}: node '{n.name}' (slice): the slice [{a['start']}:{a['end']}] of "
+                                    f"a dimension of {x[ax]} is empty")
+            a.update(axis=ax, start=int(sl.start), end=int(sl.start + (length - 1) * sl.step + 1),
+                     step=int(sl.step))
+            out = tuple(x[:ax]) + (length,) + tuple(x[ax + 1:])
+        elif n.op == "pad":
+            need4()
+            t, l, b, r = a["pads"]
+            cf, cb = a["channel_pads"]
+            out = (x[0], x[1] + cf + cb, x[2] + t + b, x[3] + l + r)
+        elif n.op == "prelu":
+            c = x[1] if len(x) > 1 else 1
+            if g.tensors[n.inputs[1]].data is None or g.tensors[n.inputs[1]].data.size not in (1, c):
+                raise EdgepackError(f"{source}: node '{n.name}' (prelu): the slope must be a constant with 1 or "
+                                    f"{c} (channels) values")
             out = x
         elif n.op == "flatten":
             ax = a["axis"] % len(x)
@@ -375,7 +437,7 @@ def infer_shapes(g: Graph, source: str = "model"):
                     raise EdgepackError(f"{source}: node '{n.name}' (sign): the threshold {tuple(t.shape)} must be a "
                                         f"constant per channel of the input {tuple(x)} (one value, or one per channel)")
             out = x
-        else:  # elementwise: batchnorm, relu, clip, softmax
+        else:  # elementwise: batchnorm, relu, clip, softmax, the functions of pointwise.UNARY
             out = x
         g.tensors[n.outputs[0]].shape = tuple(int(v) for v in out)
         g.tensors[n.outputs[0]].dtype = "float32"
@@ -461,9 +523,34 @@ def fold_batchnorm(g: Graph, source: str = "model"):
                 prod.outputs = [n.outputs[0]]
                 del g.tensors[old_out]
                 continue
-            raise EdgepackError(f"{source}: node '{n.name}': a BatchNorm that does not follow a Conv or Linear "
-                                "cannot be folded; put it after a convolution or fold it before export")
+            keep.extend(_batchnorm_as_depthwise(g, n, source))
+            continue
         keep.append(n)
     g.nodes = keep
     g.prune_unused()
     return g
+
+
+def _batchnorm_as_depthwise(g: Graph, n: Node, source: str) -> list:
+    """A batchnorm that cannot be folded becomes the per-channel affine y_c = s_c x_c + (beta_c - s_c mean_c),
+    s_c = gamma_c / sqrt(var_c + eps): a 1x1 depthwise conv2d (an (N, F) input is viewed as (N, F, 1, 1)), so
+    it is quantized and run as one (per-channel int8 weight, int32 bias, per-channel requantization)."""
+    gamma, beta, mean, var = (g.const(t).astype(np.float64) for t in n.inputs[1:5])
+    s = gamma / np.sqrt(var + n.attrs["eps"])
+    x, y = n.inputs[0], n.outputs[0]
+    shape = g.tensors[x].shape
+    c = len(s)
+    if len(shape) not in (2, 4) or shape[1] != c:
+        raise EdgepackError(f"{source}: node '{n.name}' (batchnorm): input of shape {shape} with {c} channels is "
+                            "not supported")
+    w = g.add_const(g.fresh(n.name + "_affine_w"), s.reshape(c, 1, 1, 1).astype(np.float32))
+    b = g.add_const(g.fresh(n.name + "_affine_b"), (beta - s * mean).astype(np.float32))
+    attrs = dict(strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=c, affine_bn=n.name)
+    if len(shape) == 4:
+        return [Node("conv2d", n.name, [x, w, b], [y], attrs)]
+    x4, y4 = g.fresh(x + "_4d"), g.fresh(y + "_4d")
+    g.add_tensor(x4, shape + (1, 1))
+    g.add_tensor(y4, shape + (1, 1))
+    return [Node("reshape", n.name + "_to4d", [x], [x4], {"shape": tuple(shape) + (1, 1)}),
+            Node("conv2d", n.name, [x4, w, b], [y4], attrs),
+            Node("flatten", n.name + "_to2d", [y4], [y], {"axis": 1})]

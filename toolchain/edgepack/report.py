@@ -94,6 +94,11 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
             "const_bytes": int(sum(q.tensors[t].data.nbytes for t in consts)),
             "output_storage": by_name[n.name]["output_storage"],
             "arena_offset": by_name[n.name]["arena_offset"],
+            "memory_note": by_name[n.name].get("memory_note"),
+            "schedule": by_name[n.name].get("schedule", "plain"),
+            "schedule_note": by_name[n.name].get("schedule_note"),
+            "scratch_bytes": by_name[n.name].get("scratch_bytes", 0),
+            "scratch_offset": by_name[n.name].get("scratch_offset"),
         })
     params = sum(int(t.data.size) for t in g.tensors.values() if t.data is not None)
     if elf:
@@ -115,6 +120,9 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
         "weights_bytes": sum(l["weight_bytes"] for l in layers),
         "const_bytes": facts["const_bytes"], "object_sizes": sizes,
         "arena_bytes": facts["arena_bytes"], "liveness_bound_bytes": facts["liveness_bound_bytes"],
+        "liveness_bound_without_views_bytes": facts.get("liveness_bound_without_views_bytes"),
+        "tensor_liveness_bound_bytes": facts.get("tensor_liveness_bound_bytes"),
+        "largest_scratch_bytes": facts.get("largest_scratch_bytes", 0),
         "activations_total_bytes": facts["activations_total_bytes"],
         "arena_over_bound": round(facts["arena_over_bound"], 4), "arena_plan": facts["arena_plan"],
         "input_bytes": facts["input_bytes"], "output_bytes": facts["output_bytes"],
@@ -129,20 +137,29 @@ def report_md(r: dict, plots=()) -> str:
              f"`{r['command']}`", "",
              "| what | value |", "|---|---|"]
     for k in ("flash_bytes", "ram_bytes", "weights_bytes", "arena_bytes", "liveness_bound_bytes",
-              "activations_total_bytes", "arena_over_bound", "macs", "float_parameters"):
-        lines.append(f"| {k} | {r[k]} |")
+              "tensor_liveness_bound_bytes", "largest_scratch_bytes", "activations_total_bytes", "arena_over_bound",
+              "macs", "float_parameters"):
+        if k in r:
+            lines.append(f"| {k} | {r[k]} |")
     lines.append(f"| build seconds | {r.get('build_seconds', {}).get('total', '')} |")
     for w in r.get("warnings") or []:
         lines.append(f"| warning | {w} |")
     for k, v in (r.get("measured") or {}).items():
         lines.append(f"| {k} | {v} |")
-    lines += ["", "| # | layer | op | kernel | weights | input shapes | output | MACs | weight bytes | arena offset "
-              "| instructions |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| # | layer | op | kernel | schedule | weights | input shapes | output | MACs | weight bytes "
+              "| arena offset | scratch (offset) | instructions | MAC/instr |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, l in enumerate(r["layers"]):
         off = l["arena_offset"] if l["arena_offset"] is not None else l["output_storage"]
         ins = f"{l['instructions']:.0f}" if l.get("instructions") is not None else ""
-        lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l['weight_format'] or ''} | "
-                     f"{l['input_shapes']} | {l['output_shape']} | {l['macs']} | {l['weight_bytes']} | {off} | {ins} |")
+        mpi = f"{l['macs'] / l['instructions']:.3f}" if ins and l["macs"] and l["instructions"] else ""
+        scr = f"{l['scratch_bytes']} ({l['scratch_offset']})" if l.get("scratch_bytes") else ""
+        lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l.get('schedule', 'plain')} | "
+                     f"{l['weight_format'] or ''} | {l['input_shapes']} | {l['output_shape']} | {l['macs']} | "
+                     f"{l['weight_bytes']} | {off} | {scr} | {ins} | {mpi} |")
+    notes = [f"- {l['name']} ({l['op']}): {l['memory_note']}" for l in r["layers"] if l.get("memory_note")]
+    if notes:
+        lines += ["", "Memory plan: where a concat or slice is a view (no copy), and why a copy is made:", *notes]
     for p in plots:
         lines += ["", f"![{p}]({p})"]
     lines += ["", "Quantization card: quantization_card.md (`edgepack card OUT`)."]

@@ -1,8 +1,13 @@
 """Ahead-of-time C for an integer-dialect graph: kernels/*.c|h, weights.c, model.c, model.h.
 
 model.c calls one TVM-generated kernel per layer, in order, over one static arena planned by
-:mod:`edgepack.codegen.memplan`. Weights, biases, multipliers, shifts and lookup tables are ``const`` arrays in
+:mod:`edgepack.codegen.memplan`; a layer whose output is a view the plan made (an in-place concat, a slice of its
+input) runs no code, and a kernel writing or reading a strided view is specialised to its strides. Weights, biases, multipliers, shifts and lookup tables are ``const`` arrays in
 weights.c (flash on a microcontroller). Layers with the same op, shapes and attributes share one kernel.
+
+The kernel of each layer comes from the schedule table (:mod:`edgepack.codegen.schedules`) for the board's
+features: a scheduled kernel may read constants the lowering derived from the graph's (they are emitted as
+``ep_c_<layer>_<param>``, and graph constants no kernel reads are not emitted) and scratch memory in the arena.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .kernels import KERNELS
+from .kernels import KERNELS, const_params, param_names
+from .memplan import STRIDED_OPS
 from .memplan import plan as plan_arena
-from .tvm_c import lower_to_c, prototype
+from .schedules import choose
+from .tvm_c import kernel_c, prototype
 
 CTYPES = {"int8": "int8_t", "int32": "int32_t", "uint8": "uint8_t", "uint32": "uint32_t", "int16": "int16_t",
           "uint16": "uint16_t"}
@@ -41,41 +48,99 @@ def _c_array(values: np.ndarray, per_line: int = 24) -> str:
     return "    " + ",\n    ".join(lines)
 
 
-def kernel_spec(g, node):
-    """(kernel module, attrs, shapes by parameter name) of one layer."""
+# Node attributes kept for the report and the card only: the names of the folded batchnorm and of the nodes fused
+# into a pointwise region, and the float weight scales (the kernels read the integer multipliers). They are left
+# out of a kernel's attributes, so out of its cache key too: layers, or builds of one model from two frontends
+# (whose node names differ, and whose float scales may differ in the last bits), that differ only in them share
+# a kernel.
+RECORD_ONLY_ATTRS = frozenset({"folded_bn", "fused_nodes", "w_scale"})
+
+
+def kernel_spec(g, node, mp=None):
+    """(kernel module, attrs, shapes by parameter name) of one layer; with the memory plan ``mp``, attrs["layout"]
+    holds the strides of the parameters that are strided views (and a concat's in-place inputs). The attrs are
+    the node's but the record-only ones (RECORD_ONLY_ATTRS)."""
     mod = KERNELS[node.op]
-    names = mod.PARAMS
+    names = param_names(mod, len(node.inputs))
     tensors = list(node.inputs) + list(node.outputs)
     shapes = {p: tuple(g.tensors[t].shape) for p, t in zip(names, tensors)}
-    return mod, dict(node.attrs), shapes
+    attrs = {k: v for k, v in node.attrs.items() if k not in RECORD_ONLY_ATTRS}
+    if mp is not None:
+        layout = {p: tuple(mp.layouts[t]) for p, t in zip(names, tensors) if t in mp.layouts}
+        if node.name in mp.in_place:
+            layout["in_place"] = list(mp.in_place[node.name])
+        if layout:
+            if node.op not in STRIDED_OPS and any(k != "in_place" for k in layout):
+                raise ValueError(f"{node.name}: the memory plan gave a strided view to {node.op}, which cannot "
+                                 "take one")
+            attrs["layout"] = layout
+    return mod, attrs, shapes
 
 
-def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack build", progress=True):
+def layer_choice(g, node, features=(), mp=None):
+    """The schedule table's kernel for one layer (schedules.choose; attrs with the memory plan's strided views,
+    :func:`kernel_spec`), its tensors and shapes by parameter name."""
+    mod, attrs, shapes = kernel_spec(g, node, mp)
+    tensors = dict(zip(shapes, list(node.inputs) + list(node.outputs)))
+    consts = {p: g.tensors[t].data for p, t in tensors.items() if g.tensors[t].data is not None}
+    return choose(node.op, features, attrs, shapes, consts), tensors, shapes
+
+
+def _call_params(mod, by_param):
+    """The kernel's parameter names in call order: the layer's own (``by_param``: its tensors or shapes by
+    parameter name) for a kernel with a variable number of inputs, else the module's PARAMS (a scheduled kernel's
+    may add ``scratch`` and lowered constants)."""
+    return list(by_param) if hasattr(mod, "params") else list(mod.PARAMS)
+
+
+def build_kernel(choice, shapes):
+    """The kernel's PrimFunc: the template, transformed by the module's schedule where it has one."""
+    func = choice.module.template(choice.attrs, shapes)
+    if choice.scheduled:
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        choice.module.schedule(sch, choice.attrs, shapes)
+        func = sch.mod["main"]
+    return func
+
+
+def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack build", progress=True,
+             features=()):
     """Write the C sources for ``g`` into ``out``; return a dict of facts for the report."""
     out = Path(out)
     (out / "kernels").mkdir(parents=True, exist_ok=True)
-    mp = plan_arena(g)
+    compute = [n for n in g.nodes if n.op != "reshape"]
+    views = plan_arena(g)  # the views (strided layouts, elided nodes) do not depend on kernels' scratch
+    choices = {n.name: layer_choice(g, n, features, views) for n in compute if n.name not in views.elided}
+    scratch = {k: c[0].scratch for k, c in choices.items() if c[0].scratch}
+    mp = plan_arena(g, scratch=scratch) if scratch else views
 
     # ---- kernels ----------------------------------------------------------------------------------
     kernels = {}  # spec key -> kernel name
     layer_kernel = {}
     counts = {}
     t0 = time.time()
-    compute = [n for n in g.nodes if n.op != "reshape"]
     for i, n in enumerate(compute):
-        mod, attrs, shapes = kernel_spec(g, n)
-        key = json.dumps([n.op, attrs, shapes], sort_keys=True, default=str)
+        if n.name in mp.elided:
+            layer_kernel[n.name] = None
+            continue
+        choice, _, shapes = choices[n.name]
+        mod, attrs = choice.module, choice.attrs
+        key = json.dumps([n.op, choice.name, attrs, shapes], sort_keys=True, default=str)
         if key not in kernels:
-            idx = counts.get(n.op, 0)
-            counts[n.op] = idx + 1
-            name = f"ep_{n.op}_{idx}"
-            func = mod.template(attrs, shapes)
-            const_idx = {i for i, p in enumerate(mod.PARAMS) if p in mod.CONST}
-            body = lower_to_c(func, name, const_idx, mcpu=mcpu, template=n.op)
+            base = n.op if choice.feature == "plain" else choice.name
+            idx = counts.get(base, 0)
+            counts[base] = idx + 1
+            name = f"ep_{base}_{idx}"
+            const_idx = const_params(mod, _call_params(mod, shapes))
+            body = kernel_c(name, key, lambda: build_kernel(choice, shapes), const_idx, mcpu=mcpu,
+                            template=choice.name, scheduled=choice.scheduled)
             proto = prototype(body)
-            src = (_header(f"Kernel {name}: template {n.op}, layer {n.name}, shapes {shapes}", command)
+            how = f"template {choice.name}" + (f", {choice.feature} schedule" if choice.scheduled else "")
+            src = (_header(f"Kernel {name}: {how}, layer {n.name}, shapes {shapes}", command)
                    + f'#include <stdint.h>\n#include <stdbool.h>\n#include "runtime/ep_kernels.h"\n#include "{name}.h"\n\n'
-                   + body)
+                   + ("EP_SCHEDULED " if choice.scheduled else "") + body)
             guard = name.upper() + "_H"
             hdr = (_header(f"Kernel {name}", command) + f"#ifndef {guard}\n#define {guard}\n#include <stdint.h>\n"
                    f"{proto}\n#endif\n")
@@ -90,23 +155,42 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     kernel_seconds = time.time() - t0
 
     # ---- weights.c --------------------------------------------------------------------------------
-    consts = {}
-    wparts = [_header("Constant data: weights, biases, requantization multipliers and shifts, tables.",
-                      command), "#include <stdint.h>\n#include \"model.h\"\n"]
-    decls = []
+    # the arrays the kernel calls read: graph constants, and the lowering's replacements of them
+    arrays = {}  # symbol -> (ctype, values)
+    consts = {}  # graph tensor name -> symbol (read by some kernel, or replaced by one layer's lowering)
+    layer_args = {}  # layer name -> {param: symbol} for its lowered constants
     used = set()
-    for t in g.tensors.values():
-        if t.data is None:
-            continue
-        sym = base = "ep_c_" + cname(t.name)
-        k = 1
+
+    def new_symbol(base):
+        sym, k = base, 1
         while sym in used:
             sym, k = f"{base}_{k}", k + 1
         used.add(sym)
-        consts[t.name] = sym
-        ctype = CTYPES[t.dtype]
-        n = int(t.data.size)
-        wparts.append(f"\nconst {ctype} {sym}[{n}] = {{\n{_c_array(t.data)}\n}};\n")
+        return sym
+
+    graph_syms = {}  # graph tensors the kernels read as they are
+    for n in compute:
+        if n.name not in choices:  # a view: no kernel reads its constants
+            continue
+        choice, tensors, _ = choices[n.name]
+        for p, data in choice.consts.items():  # the lowering's constants: replacements, or new parameters
+            sym = new_symbol("ep_c_" + cname(n.name) + "_" + p)
+            data = np.asarray(data)
+            arrays[sym] = (CTYPES[str(data.dtype)], data)
+            layer_args.setdefault(n.name, {})[p] = sym
+            if p in tensors:
+                consts.setdefault(tensors[p], sym)
+        for p, t in tensors.items():
+            if g.tensors[t].data is not None and p not in choice.consts and t not in graph_syms:
+                graph_syms[t] = new_symbol("ep_c_" + cname(t))
+                arrays[graph_syms[t]] = (CTYPES[g.tensors[t].dtype], g.tensors[t].data)
+    consts.update(graph_syms)
+    wparts = [_header("Constant data: weights, biases, requantization multipliers and shifts, tables.",
+                      command), "#include <stdint.h>\n#include \"model.h\"\n"]
+    decls = []
+    for sym, (ctype, data) in arrays.items():
+        n = int(data.size)
+        wparts.append(f"\nconst {ctype} {sym}[{n}] __attribute__((aligned(4))) = {{\n{_c_array(data)}\n}};\n")
         decls.append(f"extern const {ctype} {sym}[{n}];")
 
     # ---- model.c / model.h ------------------------------------------------------------------------
@@ -114,10 +198,12 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     oq = g.tensors[g.outputs[0]]
 
     def ptr(t):
-        if t in consts:
-            return consts[t]
+        if t in graph_syms:
+            return graph_syms[t]
         kind, off = mp.storage[t]
         p = {"input": "input", "output": "output"}[kind] if kind != "arena" else f"ep_arena + {off}"
+        if kind != "arena" and off:
+            p = f"{p} + {off}"
         dtype = g.tensors[t].dtype
         if dtype != "int8":  # packed binary activations: word-aligned (arena offsets are multiples of 4)
             p = f"({CTYPES[dtype]} *)(void *)({p})"
@@ -127,21 +213,38 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     layer_names = []
     layers = []
     for li, n in enumerate(compute):
-        args = [ptr(t) for t in list(n.inputs) + list(n.outputs)]
         kname = layer_kernel[n.name]
-        calls.append(f"    /* {li}: {n.name} ({n.op}) */\n    EP_LAYER_BEGIN({li});\n"
-                     f"    {kname}({', '.join(args)});\n    EP_LAYER_END({li});")
+        choice = None
+        if kname is None:  # a view: nothing to run (the layer marks stay, so per-layer counts line up)
+            calls.append(f"    /* {li}: {n.name} ({n.op}): {mp.notes.get(n.name, 'a view')} */\n"
+                         f"    EP_LAYER_BEGIN({li});\n    EP_LAYER_END({li});")
+        else:
+            choice, tensors, _ = choices[n.name]
+            args = []
+            for p in _call_params(choice.module, tensors):
+                if p == "scratch":
+                    args.append(f"(void *)(ep_arena + {mp.scratch[n.name]})" if n.name in mp.scratch
+                                else "(void *)0")
+                elif p in layer_args.get(n.name, {}):
+                    args.append(layer_args[n.name][p])
+                else:
+                    args.append(ptr(tensors[p]))
+            calls.append(f"    /* {li}: {n.name} ({n.op}) */\n    EP_LAYER_BEGIN({li});\n"
+                         f"    {kname}({', '.join(args)});\n    EP_LAYER_END({li});")
         layer_names.append(n.name)
         st = mp.storage.get(n.outputs[0], ("", 0))
         layers.append({"name": n.name, "op": n.op, "kernel": kname, "output_storage": st[0],
-                       "arena_offset": st[1] if st[0] == "arena" else None})
+                       "arena_offset": st[1] if st[0] == "arena" else None, "memory_note": mp.notes.get(n.name),
+                       "schedule": choice.feature if choice else "plain",
+                       "schedule_note": (choice.note or None) if choice else None,
+                       "scratch_bytes": choice.scratch if choice else 0, "scratch_offset": mp.scratch.get(n.name)})
 
     def tinfo(t):
         shape = list(t.shape) + [0] * (6 - len(t.shape))  # EP_MAX_DIMS (runtime/ep_runtime.h)
         return (f"{{{len(t.shape)}, {{{', '.join(map(str, shape))}}}, {t.nbytes}, "
                 f"{float(t.quant.scale) if t.quant else 0.0!r}f, {int(t.quant.zero_point) if t.quant else 0}}}")
 
-    includes = "".join(f'#include "kernels/{k}.h"\n' for k in sorted(set(layer_kernel.values())))
+    includes = "".join(f'#include "kernels/{k}.h"\n' for k in sorted(set(layer_kernel.values()) - {None}))
     arena_decl = (f"static int8_t ep_arena[EP_MODEL_ARENA_BYTES] __attribute__((aligned(8)));\n"
                   if mp.arena_bytes else "")
     model_c = (_header("Model: calls the kernels in order over one static arena.", command)
@@ -166,16 +269,19 @@ def generate(g, out: Path, mcpu: str | None = None, command: str = "edgepack bui
     (out / "model.c").write_text(model_c)
     (out / "model.h").write_text(model_h)
 
-    weights_bytes = sum(int(t.data.nbytes) for t in g.tensors.values() if t.data is not None)
+    weights_bytes = sum(int(d.nbytes) for _, d in arrays.values())
     return {
         "arena_bytes": mp.arena_bytes, "liveness_bound_bytes": mp.bound_bytes,
+        "liveness_bound_without_views_bytes": mp.bound_without_views,
+        "tensor_liveness_bound_bytes": mp.tensor_bound_bytes, "largest_scratch_bytes": mp.scratch_bytes,
         "activations_total_bytes": mp.total_bytes, "arena_plan": mp.order,
         "arena_over_bound": (mp.arena_bytes / mp.bound_bytes) if mp.bound_bytes else 1.0,
         "input_bytes": iq.nbytes, "output_bytes": oq.nbytes,
-        "const_bytes": weights_bytes, "kernels": sorted(set(layer_kernel.values())),
+        "const_bytes": weights_bytes, "kernels": sorted(set(layer_kernel.values()) - {None}),
         "kernel_seconds": kernel_seconds, "layers": layers,
-        "buffers": [{"tensors": b.tensors, "offset": b.offset, "bytes": b.size, "first_op": b.first,
-                     "last_op": b.last} for b in mp.buffers.values()],
+        "buffers": [{"tensors": b.tensors or [b.name], "offset": b.offset, "bytes": b.size, "first_op": b.first,
+                     "last_op": b.last, "kind": "scratch" if not b.tensors else "tensor"}
+                    for b in mp.buffers.values()],
         "sources_sha256": hashlib.sha256(model_c.encode()).hexdigest(),
         "const_symbols": consts,
     }

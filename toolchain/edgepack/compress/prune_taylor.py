@@ -27,7 +27,11 @@ Baseline (``criterion="magnitude"``): the squared L2 norm of the filter's weight
 group's producers, mean over producers), the paper's "weight magnitude" criterion.
 
 Iterative pruning (:func:`prune`): fine-tune for ``step_batches`` minibatches while accumulating the scores,
-remove the ``per_step`` lowest-scoring channels globally (never a group's last ``min_channels``), physically
+remove the ``per_step`` lowest-scoring channels globally (never a group's last ``min_channels``; with
+``channel_multiple`` m > 1, in units of a group's m lowest-scoring remaining channels, ranked by their mean
+score, so that every pruned group keeps a multiple of m channels -- the DSP kernels of codegen/schedules.py
+process channels in pairs and im2col columns in int16 pairs, and their remainder paths cost several times the
+instructions per MAC, so a layer pruned to an odd width can run slower than the unpruned one), physically
 shrink the graph (:func:`~edgepack.compress.channel_groups.remove_channels`: new, smaller tensors), repeat until
 the MACs (and / or parameters) fall to the target fraction, then fine-tune ``finetune_epochs`` epochs.
 
@@ -372,6 +376,7 @@ def _channels(g) -> dict:
 def prune(model, x, y, target_macs: float | None = None, target_params: float | None = None,
           criterion: str = "taylor", per_step: int | None = None, step_batches: int = 20, batch: int = 64,
           lr: float = 1e-3, finetune_epochs: float = 1.0, x_val=None, y_val=None, min_channels: int = 1,
+          channel_multiple: int = 1,
           so_batches: int = 4, normalize: str = "none", seed: int = 0, progress: bool = True,
           input_shape=None, reference_cost: tuple | None = None, checkpoint=None) -> PruneResult:
     """Iterative pruning of ``model`` (path, nn.Module, TorchGraph or Graph) on training data (x, y) until its
@@ -386,6 +391,10 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
     if criterion not in CRITERIA:
         raise EdgepackError(f"--criterion {criterion}: unknown pruning criterion; choose one of {', '.join(CRITERIA)}")
     check_targets(target_macs, target_params)
+    if int(channel_multiple) < 1:
+        raise EdgepackError(f"--channel-multiple {channel_multiple}: must be a positive number of channels")
+    m = int(channel_multiple)
+    min_channels = max(min_channels, m) if m > 1 else min_channels
     xt, yt = _tensors(x, y)
     if len(xt) < batch:
         raise EdgepackError(f"--data: {len(xt)} examples, fewer than one minibatch (--batch {batch})")
@@ -424,7 +433,7 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
     progress = progress and D.is_main()
     settings = {"model_fingerprint": g.fingerprint(), "data": len(xt), "target_macs": target_macs,
                 "target_params": target_params, "criterion": criterion, "per_step": per_step,
-                "step_batches": step_batches, "batch": batch, "lr": lr, "min_channels": min_channels,
+                "step_batches": step_batches, "batch": batch, "lr": lr, "min_channels": min_channels, "channel_multiple": m,
                 "so_batches": so_batches, "normalize": normalize, "seed": seed, "reference_cost": [ref_macs, ref_params]}
     if checkpoint is not None:
         st = D.resume(checkpoint)
@@ -484,15 +493,15 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
         acc.all_reduce()
         scores = magnitude_importance(net, groups, normalize) if criterion == "magnitude" \
             else acc.by_group(normalize)
-        ranked = sorted((float(scores[gr.id][c]), gr.id, c) for gr in cands for c in range(gr.size))
+        ranked = sorted(_units(scores, cands, m))
         counts = {gr.id: gr.size for gr in groups}
         cost = cost_model(g, groups)
         drop: dict[int, list] = {}
-        for _, gid, c in ranked:
-            if counts[gid] <= min_channels:
+        for _, gid, _, unit in ranked:
+            if counts[gid] - len(unit) < min_channels:
                 continue
-            drop.setdefault(gid, []).append(c)
-            counts[gid] -= 1
+            drop.setdefault(gid, []).extend(unit)
+            counts[gid] -= len(unit)
             if sum(len(v) for v in drop.values()) >= k or reached(*cost(counts)):
                 break
         D.check_same(sorted((gid, sorted(v)) for gid, v in drop.items()), "the channels to remove")
@@ -524,6 +533,23 @@ def prune(model, x, y, target_macs: float | None = None, target_params: float | 
     res.graph, res.net = net.to_graph(), net.eval()
     res.channels = _channels(res.graph)
     return res
+
+
+def _units(scores, groups, m):
+    """(mean score, group id, unit index, channels) of the removal units: single channels for m = 1; else each
+    group's channels in ascending score, the first unit taking size % m of them (or m) so that what remains is a
+    multiple of m, then m at a time. Units of a group rank in their order (their means do not decrease)."""
+    out = []
+    for gr in groups:
+        sc = [float(scores[gr.id][c]) for c in range(gr.size)]
+        if m == 1:
+            out += [(sc[c], gr.id, c, [c]) for c in range(gr.size)]
+            continue
+        order = sorted(range(gr.size), key=lambda c: sc[c])
+        first = gr.size % m or m
+        cut = [order[:first]] + [order[i:i + m] for i in range(first, gr.size, m)]
+        out += [(float(np.mean([sc[c] for c in u])), gr.id, j, u) for j, u in enumerate(cut)]
+    return out
 
 
 # ---- files in, file out (the `edgepack prune` command) ------------------------------------------------------

@@ -10,8 +10,18 @@ TensorFlow Lite's integer scheme (the one CMSIS-NN and TFLM follow):
 * requantization: real multiplier s_in * s_w / s_out as a Q31 multiplier and a shift
   (:func:`edgepack.reference.arith.quantize_multiplier`);
 * ReLU / ReLU6 / Clip that directly follow a conv, dense or add are fused into its output clamp;
-* residual add: both inputs rescaled to twice the larger input scale with a 20-bit left shift, then
-  requantized to the output (TFLite's ADD).
+* add / sub / sum (n-ary), broadcasting: the inputs rescaled to twice the largest input scale with a 20-bit left
+  shift, summed with signs, then requantized to the output (TFLite's ADD / SUB); a constant operand is an int8
+  per-tensor tensor;
+* mul: TFLite's MUL (one requantization by s_a s_b / s_y), broadcasting (squeeze-excite);
+* element-wise functions (sigmoid, tanh, hardswish, silu, gelu, ...; pointwise.UNARY) and any chain of them and
+  of add / sub / mul by scalars on one input (x * sigmoid(x), GELU's erf and tanh forms): one int8 lookup table,
+  every entry the correctly rounded float value; output scale fixed as TFLite fixes it (sigmoid and hardsigmoid
+  1/256, -128; tanh 1/128, 0), else calibrated;
+* prelu: TFLite's PRELU (int8 per-tensor slopes, a requantization per sign);
+* concat: inputs whose producers set their own scale are produced in the concat's (as TFLite's converter does),
+  the others requantized to it; slice and pad keep their input's scale (pad widens the input's range to hold its
+  value).
 
 The integer graph is NHWC; the dense layer after a flatten of a spatial tensor has its weight columns
 permuted from PyTorch's (C, H, W) order to (H, W, C), so no transpose runs on the device. Grouped convolutions
@@ -244,9 +254,24 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
     """Quantize a float-dialect graph with a calibration batch (NCHW float32) into the integer dialect.
 
     ``weight_formats`` maps layer names to "int8" (default), "exp2".."exp6" (exponent codes) or "sparse" (int8
-    weights in compressed sparse rows where that is smaller)."""
+    weights in compressed sparse rows where that is smaller). A requantization scale that int32 cannot hold
+    (weights or a bias vastly larger than the layer's activations, as in a corrupt file) is one EdgepackError
+    naming the node."""
+    current = [None]
+    try:
+        return _quantize(g, calib, per_channel, weight_formats, current)
+    except ValueError as e:
+        if current[0] is None or "multiplier" not in str(e):
+            raise
+        raise EdgepackError(f"node '{current[0]}': cannot be quantized to int8 ({e}); its weights are out of "
+                            f"all proportion to its activations: check the model file and its weights") from None
+
+
+def _quantize(g, calib, per_channel, weight_formats, current):
     weight_formats = weight_formats or {}
     ranges = calibration_ranges(g, calib)
+    regions = pointwise_regions(g)
+    adopted = _adjust_ranges(g, ranges, regions)
     q = Graph()
     q.meta = dict(g.meta)
     q.meta["quantization"] = {"calibration_images": int(len(calib)), "calibration_method": "min-max",
@@ -268,7 +293,7 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
     xin = g.inputs[0]
     add_act(xin, g.tensors[xin].shape, activation_qparams(*ranges[xin]))
     q.inputs = [xin]
-    skip = set()
+    skip = {m.name for r in regions.values() for m in r.nodes} - set(regions)
 
     packed: dict[str, dict] = {}  # int tensor name -> {"channels", "hw"} of packed binary tensors
 
@@ -283,6 +308,7 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
         if add:
             add_act(final, g.tensors[final].shape, oq)
         return act, lo, hi, final, oq
+
     def weights_s8(w, b, iq, oq):
         """Symmetric int8 weights per output channel (axis 0) or per tensor, int32 bias at input scale x
         weight scale, Q31 multipliers and shifts: (wq, bq, mult, shift, weight scales)."""
@@ -296,10 +322,18 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
         return wq, bq, np.array([m for m, _ in ms], np.int32), np.array([s for _, s in ms], np.int32), ws
 
     ctx = SimpleNamespace(g=g, q=q, qp=qp, name_of=name_of, add_act=add_act, fuse_output=fuse_output,
-                          weights=weights_s8, clamp_bounds=_clamp_bounds, ranges=ranges)
+                          weights=weights_s8, clamp_bounds=_clamp_bounds, ranges=ranges,
+                          adopted=adopted)
     handlers = {**quantize_spatial.HANDLERS, **quantize_rnn.HANDLERS}
     for n in g.nodes:
+        current[0] = n.name
         if n.name in skip:
+            continue
+        if n.name in regions:
+            _lower_lut(ctx, n, regions[n.name])
+            continue
+        if n.op in LOWERING:
+            LOWERING[n.op](ctx, n)
             continue
         if n.op in handlers and name_of(n.inputs[0]) not in packed:
             handlers[n.op](ctx, n)
@@ -377,19 +411,6 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
             ins = [x, *wts, q.add_const(f"{pre}_bias", bq), q.add_const(f"{pre}_mult", mult),
                    q.add_const(f"{pre}_shift", shift)]
             q.add_node(op, n.name, ins, [final], **attrs)
-        elif n.op == "add":
-            act, lo, hi, final, oq = fuse_output(n)
-            a, b = x, name_of(n.inputs[1])
-            qa, qb = qp[a], qp[b]
-            twice = 2 * max(qa.scale, qb.scale)
-            ma, sa = quantize_multiplier(qa.scale / twice)
-            mb, sb = quantize_multiplier(qb.scale / twice)
-            mo, so = quantize_multiplier(twice / ((1 << ADD_LEFT_SHIFT) * oq.scale))
-            amin, amax_ = _clamp_bounds(oq, lo, hi)
-            q.add_node("add_s8", n.name, [a, b], [final], a_zp=qa.zero_point, b_zp=qb.zero_point,
-                       left_shift=ADD_LEFT_SHIFT, a_mult=ma, a_shift=sa, b_mult=mb, b_shift=sb,
-                       out_mult=mo, out_shift=so, out_zp=oq.zero_point, act_min=amin, act_max=amax_,
-                       fused_activation=act.op if act is not None else None)
         elif n.op in ("maxpool", "avgpool", "global_avgpool"):
             iq = qp[x]
             add_act(out, fshape, iq)
@@ -438,3 +459,310 @@ def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_forma
             raise EdgepackError(f"node '{n.name}': operator '{n.op}' cannot be quantized")
     q.outputs = [name_of(t) for t in g.outputs]
     return q
+
+
+# ---- element-wise ops, lookup tables, concat / slice / pad / prelu ----------------------------------------------
+# Ops whose output clamp takes a following ReLU / Clip (fuse_output); a relu / clip after them is not a table.
+FUSES_CLAMP = ("conv2d", "dense", "add", "sub", "sum", "mul")
+
+
+def _lut_nary():
+    from ..pointwise import BINARY
+    return tuple(BINARY)
+
+
+def _is_scalar(g, t):
+    d = g.tensors[t].data
+    return d is not None and d.size == 1
+
+
+class PointwiseRegion:
+    """Element-wise float ops that together compute y = f(x) of one activation x (each op: a function of
+    pointwise.UNARY, or add / sub / mul of tensors of the region or scalar constants): one int8 lookup table."""
+
+    def __init__(self, x, nodes, exit_tensor):
+        self.x, self.nodes, self.exit = x, nodes, exit_tensor
+
+    def evaluate(self, g, xs):
+        """f on the float64 array xs, through the float dialect's own functions."""
+        from ..pointwise import BINARY, apply
+
+        env = {self.x: np.asarray(xs, np.float64)}
+        for n in self.nodes:
+            vals = [env[t] if t in env else np.float64(g.const(t).reshape(())) for t in n.inputs]
+            with np.errstate(all="ignore"):
+                env[n.outputs[0]] = BINARY[n.op](*vals) if n.op in BINARY else apply(n.op, vals[0], n.attrs)
+        return env[self.exit]
+
+    def describe(self, g):
+        from ..pointwise import describe
+
+        text = {self.x: "x"}
+        for n in self.nodes:
+            args = [text.get(t) or f"{float(g.const(t).reshape(())):.6g}" for t in n.inputs]
+            name = describe(n.op, n.attrs) if n.op not in _lut_nary() else n.op
+            text[n.outputs[0]] = f"{name}({', '.join(args)})" if len(args) > 1 or n.op in _lut_nary() \
+                else (f"{name}({args[0]})" if "(" not in name else name.replace("(", f"({args[0]}, ", 1))
+        return text[self.exit]
+
+    def fixed_output(self):
+        """TFLite's fixed output quantization of a lone sigmoid / tanh (and hardsigmoid, on sigmoid's range)."""
+        from ..pointwise import UNARY
+
+        if len(self.nodes) == 1 and self.nodes[0].op in UNARY and UNARY[self.nodes[0].op][2] is not None:
+            return UNARY[self.nodes[0].op][2]
+        return None
+
+
+def pointwise_regions(g: Graph) -> dict:
+    """Exit node name -> :class:`PointwiseRegion`: maximal sets of element-wise ops computing a function of one
+    activation, grown from each op in order; a set whose intermediate values are used outside it falls back to
+    its first op alone. ReLU / Clip alone stay clamps (exact, in the input's scale), and one right after a conv,
+    dense, add or mul is fused into that op's output clamp instead."""
+    from ..pointwise import UNARY
+
+    cons = {}
+    for n in g.nodes:
+        for t in n.inputs:
+            cons.setdefault(t, []).append(n)
+    claimed, regions = set(), {}
+
+    def operands(n, inside):
+        """n's activation inputs if n can join a region whose tensors are ``inside``, else None."""
+        acts = [t for t in n.inputs if not g.tensors[t].is_const]
+        if not acts or not all(t in inside for t in acts):
+            return None
+        if n.op in UNARY and len(n.inputs) == 1:
+            return acts
+        if n.op in _lut_nary() and all(t in inside or _is_scalar(g, t) for t in n.inputs):
+            return acts
+        return None
+
+    def fused_clamp(n):
+        if n.op not in ("relu", "clip"):
+            return False
+        p = g.producer(n.inputs[0])
+        return p is not None and p.name not in claimed and p.op in FUSES_CLAMP and \
+            _fused_activation(g, p)[0] is n
+
+    for seed in g.nodes:
+        if seed.name in claimed or fused_clamp(seed):
+            continue
+        acts = [t for t in seed.inputs if not g.tensors[t].is_const]
+        if len(set(acts)) != 1 or operands(seed, set(acts)) is None:
+            continue
+        x = acts[0]
+        members, inside = [seed], {x, seed.outputs[0]}
+        grew = True
+        while grew:  # absorb every element-wise op that reads only values of the region (x included)
+            grew = False
+            for n in g.nodes:
+                if n.name in claimed or n in members:
+                    continue
+                if operands(n, inside) is not None:
+                    members.append(n)
+                    inside.add(n.outputs[0])
+                    grew = True
+        order = {n.name: i for i, n in enumerate(g.nodes)}
+        members.sort(key=lambda n: order[n.name])
+        names = {m.name for m in members}
+        exits = [m.outputs[0] for m in members if m.outputs[0] in g.outputs
+                 or any(c.name not in names for c in cons.get(m.outputs[0], []))]
+        if len(exits) != 1:
+            members = [seed]
+            exits = [seed.outputs[0]]
+        if all(m.op in ("relu", "clip") for m in members):
+            continue
+        for m in members:
+            claimed.add(m.name)
+        exit_node = next(m for m in members if m.outputs[0] == exits[0])
+        regions[exit_node.name] = PointwiseRegion(x, [m for m in members if order[m.name] <= order[exit_node.name]],
+                                                  exits[0])
+    return regions
+
+
+def build_lut(region: PointwiseRegion, g: Graph, iq: QParams, oq: QParams):
+    """The 256-entry int8 table of ``region``: entry q + 128 = clamp(round(f(iq.scale (q - iq.zp)) / oq.scale)
+    + oq.zp), the correctly rounded output (nearest, ties to even) of the float function at every int8 input.
+    Inputs where f is undefined (NaN, e.g. sqrt below 0, which calibration never saw) map to real 0; +-inf to the
+    int8 bounds. Returns (table, number of undefined inputs)."""
+    xs = dequantize_value(np.arange(-128, 128), iq)
+    y = np.asarray(region.evaluate(g, xs), np.float64)
+    undefined = int(np.count_nonzero(np.isnan(y)))
+    y = np.nan_to_num(y, nan=0.0, posinf=1e30, neginf=-1e30)
+    return quantize_value(y, oq), undefined
+
+
+def _nhwc_axis(axis: int, rank: int) -> int:
+    return {1: 3, 2: 1, 3: 2}[axis] if rank == 4 else axis
+
+
+def _const_operand(ctx, n, t, rank):
+    """A float constant operand of an element-wise op as an int8 tensor (asymmetric per-tensor, min-max), in NHWC,
+    broadcastable to the output."""
+    c = np.asarray(ctx.g.const(t), np.float64)
+    c = c.reshape((1,) * (rank - c.ndim) + c.shape)
+    if rank == 4:
+        c = c.transpose(0, 2, 3, 1)
+    cq = activation_qparams(c.min(), c.max())
+    name = ctx.q.add_const(ctx.q.fresh(f"{n.name}_const"), quantize_value(c, cq))
+    ctx.q.tensors[name].quant = cq
+    ctx.qp[name] = cq
+    return name
+
+
+def _operands(ctx, n):
+    rank = len(ctx.g.tensors[n.outputs[0]].shape)
+    return [_const_operand(ctx, n, t, rank) if ctx.g.tensors[t].is_const else ctx.name_of(t) for t in n.inputs]
+
+
+def _lower_add(ctx, n):
+    """add / sub / sum: TFLite ADD / SUB, n-ary: inputs to twice the largest input scale with a left shift
+    (20 bits, fewer for more than 16 inputs so the int32 sum cannot overflow), summed with signs, requantized."""
+    act, lo, hi, final, oq = ctx.fuse_output(n)
+    ins = _operands(ctx, n)
+    qs = [ctx.qp[t] for t in ins]
+    twice = 2 * max(float(v.scale) for v in qs)
+    ls = ADD_LEFT_SHIFT
+    while len(ins) * 255 * (1 << (ls - 1)) + len(ins) >= 2**31:
+        ls -= 1
+    ms = [quantize_multiplier(float(v.scale) / twice) for v in qs]
+    mo, so = quantize_multiplier(twice / ((1 << ls) * oq.scale))
+    signs = [1, -1] if n.op == "sub" else [1] * len(ins)
+    amin, amax = _clamp_bounds(oq, lo, hi)
+    ctx.q.add_node("add_s8", n.name, ins, [final], zps=[v.zero_point for v in qs], mults=[m for m, _ in ms],
+                   shifts=[s for _, s in ms], signs=signs, left_shift=ls, out_mult=mo, out_shift=so,
+                   out_zp=oq.zero_point, act_min=amin, act_max=amax, float_op=n.op,
+                   fused_activation=act.op if act is not None else None)
+
+
+def _lower_mul(ctx, n):
+    """mul: TFLite MUL, y = requantize((a - a_zp)(b - b_zp), s_a s_b / s_y) + y_zp, broadcasting."""
+    act, lo, hi, final, oq = ctx.fuse_output(n)
+    a, b = _operands(ctx, n)
+    qa, qb = ctx.qp[a], ctx.qp[b]
+    m, s = quantize_multiplier(float(qa.scale) * float(qb.scale) / oq.scale)
+    amin, amax = _clamp_bounds(oq, lo, hi)
+    ctx.q.add_node("mul_s8", n.name, [a, b], [final], a_zp=qa.zero_point, b_zp=qb.zero_point, out_mult=m,
+                   out_shift=s, out_zp=oq.zero_point, act_min=amin, act_max=amax,
+                   fused_activation=act.op if act is not None else None)
+
+
+def _rescale_attrs(src: QParams, dst: QParams):
+    """(identity, mult, shift) of TFLite's int8 -> int8 requantization from ``src`` to ``dst``."""
+    if float(src.scale) == float(dst.scale) and src.zero_point == dst.zero_point:
+        return True, 0, 0
+    m, s = quantize_multiplier(float(src.scale) / float(dst.scale))
+    return False, m, s
+
+
+def _lower_concat(ctx, n):
+    """concat: output scale from calibration; producers that set their own output scale adopted it already
+    (see _share_concat_scales), so their inputs pass unchanged; the others are requantized to it."""
+    out = n.outputs[0]
+    rank = len(ctx.g.tensors[out].shape)
+    oq = activation_qparams(*ctx.ranges[out])
+    ctx.add_act(out, ctx.g.tensors[out].shape, oq)
+    ins = [ctx.name_of(t) for t in n.inputs]
+    res = [_rescale_attrs(ctx.qp[t], oq) for t in ins]
+    ctx.q.add_node("concat_s8", n.name, ins, [out], axis=_nhwc_axis(n.attrs["axis"], rank),
+                   zps=[ctx.qp[t].zero_point for t in ins], mults=[m for _, m, _ in res],
+                   shifts=[s for _, _, s in res], identity=[i for i, _, _ in res], out_zp=oq.zero_point)
+
+
+def _lower_slice(ctx, n):
+    """slice: keeps the input's scale, unless it feeds a concat whose scale it adopted (then it requantizes)."""
+    x, out = ctx.name_of(n.inputs[0]), n.outputs[0]
+    rank = len(ctx.g.tensors[out].shape)
+    iq = ctx.qp[x]
+    oq = activation_qparams(*ctx.ranges[out]) if out in ctx.adopted else iq
+    ctx.add_act(out, ctx.g.tensors[out].shape, oq)
+    same, m, s = _rescale_attrs(iq, oq)
+    a = n.attrs
+    ctx.q.add_node("slice_s8", n.name, [x], [out], axis=_nhwc_axis(a["axis"], rank), start=a["start"],
+                   end=a["end"], step=a.get("step", 1), identity=same, in_zp=iq.zero_point, mult=m, shift=s,
+                   out_zp=oq.zero_point)
+
+
+def _lower_pad(ctx, n):
+    """pad: the output keeps the input's scale and zero point (TFLite PAD); the pad value is quantized in them
+    (the input's calibrated range was widened to include it where the input's producer sets its own scale)."""
+    x, out = ctx.name_of(n.inputs[0]), n.outputs[0]
+    iq = ctx.qp[x]
+    ctx.add_act(out, ctx.g.tensors[out].shape, iq)
+    value = float(n.attrs.get("value", 0.0))
+    vq = int(quantize_value(value, iq))
+    t, l, b, r = n.attrs["pads"]
+    ctx.q.add_node("pad_s8", n.name, [x], [out], pads=(t, l, b, r), channel_pads=tuple(n.attrs["channel_pads"]),
+                   value=vq, float_value=value, value_error=abs(float(dequantize_value(vq, iq)) - value))
+
+
+def _lower_prelu(ctx, n):
+    """prelu: TFLite PRELU, slopes int8 symmetric per-tensor, one requantization for x >= 0 (s_x / s_y) and one
+    for x < 0 (s_x s_alpha / s_y)."""
+    x = ctx.name_of(n.inputs[0])
+    iq = ctx.qp[x]
+    oq = activation_qparams(*ctx.ranges[n.outputs[0]])  # no output clamp: a following relu stays a clamp
+    ctx.add_act(n.outputs[0], ctx.g.tensors[n.outputs[0]].shape, oq)
+    slope = np.asarray(ctx.g.const(n.inputs[1]), np.float64).reshape(-1)
+    a_scale = float(np.abs(slope).max() / 127.0) or 1.0
+    aq = np.clip(np.round(slope / a_scale), -127, 127).astype(np.int8)
+    alpha = ctx.q.add_const(f"{n.name}_alpha", aq)
+    ctx.q.tensors[alpha].quant = QParams(a_scale, 0)
+    pm, ps = quantize_multiplier(float(iq.scale) / oq.scale)
+    nm, ns = quantize_multiplier(float(iq.scale) * a_scale / oq.scale)
+    ctx.q.add_node("prelu_s8", n.name, [x, alpha], [n.outputs[0]], in_zp=iq.zero_point, alpha_zp=0, pos_mult=pm,
+                   pos_shift=ps, neg_mult=nm, neg_shift=ns, out_zp=oq.zero_point, alpha_scale=a_scale)
+
+
+def _lower_lut(ctx, n, region):
+    """A pointwise region: one lut_s8 with the correctly rounded table; output scale fixed where TFLite fixes it
+    (a lone sigmoid / hardsigmoid: 1/256, -128; tanh: 1/128, 0), else calibrated (min-max)."""
+    x, out = ctx.name_of(region.x), region.exit
+    iq = ctx.qp[x]
+    fixed = region.fixed_output()
+    oq = QParams(*fixed) if fixed else activation_qparams(*ctx.ranges[out])
+    ctx.add_act(out, ctx.g.tensors[out].shape, oq)
+    table, undefined = build_lut(region, ctx.g, iq, oq)
+    name = ctx.q.add_const(f"{n.name}_table", table)
+    ctx.q.add_node("lut_s8", n.name, [x, name], [out], function=region.describe(ctx.g),
+                   fused_nodes=[m.name for m in region.nodes],
+                   output_quant=(f"fixed: scale 1/{round(1 / fixed[0])}, zero point {fixed[1]} (as TFLite)" if fixed
+                                 else "calibrated (min-max)"), undefined_inputs=undefined)
+
+
+LOWERING = {"add": _lower_add, "sub": _lower_add, "sum": _lower_add, "mul": _lower_mul, "concat": _lower_concat,
+            "slice": _lower_slice, "pad": _lower_pad, "prelu": _lower_prelu}
+
+
+def _adjust_ranges(g: Graph, ranges: dict, regions: dict) -> set:
+    """Before quantizing: widen a pad's input range to include the pad value; give every concat input whose
+    producer sets its own output scale (conv, dense, add, mul, a calibrated table, prelu, slice, another concat)
+    the concat's range, so it is produced in the concat's scale and passes unchanged (TFLite's converter does the
+    same). Returns the tensors that adopted a concat's range."""
+    for n in g.nodes:
+        if n.op == "pad":
+            v = float(n.attrs.get("value", 0.0))
+            for t in (n.inputs[0], n.outputs[0]):
+                lo, hi = ranges[t]
+                ranges[t] = (min(lo, v), max(hi, v))
+
+    def sets_scale(t):
+        p = g.producer(t)
+        if p is None:
+            return False
+        if p.name in regions:
+            return regions[p.name].fixed_output() is None
+        if p.op in ("relu", "clip"):
+            pp = g.producer(p.inputs[0])
+            return pp is not None and pp.op in FUSES_CLAMP and _fused_activation(g, pp)[0] is p
+        return p.op in FUSES_CLAMP + ("concat", "prelu", "slice")
+
+    adopted = set()
+    for n in reversed(g.nodes):
+        if n.op == "concat":
+            for t in n.inputs:
+                if t not in adopted and t not in g.outputs and sets_scale(t):
+                    ranges[t] = ranges[n.outputs[0]]
+                    adopted.add(t)
+    return adopted

@@ -1,11 +1,12 @@
 """Model importers: ONNX, torch.export (.pt2), TorchScript and pickled nn.Module (.pt) -> float-dialect Graph.
 
-Each format-specific importer builds a raw graph that may still hold three pseudo ops, ``identity``,
-``pad`` (a zero pad of H/W, attr ``pads`` (t, l, b, r)) and ``add`` of a constant. :func:`finish_graph` (shared)
-removes identities, merges zero pads into the following conv/avgpool, turns constant adds after a conv/dense into
-its bias, infers shapes, folds batchnorms, removes no-op reshapes, folds the transposes that only change how
-memory is read (:mod:`.layout`) and checks the one-input/one-output contract. Rank-3 tensors arrive as 4-D
-(N, C, 1, L) (:func:`.layout.lift_shape`), their model layout in ``meta["io"]``.
+Each format-specific importer builds a raw graph that may still hold the pseudo op ``identity``, ``pad`` nodes
+and ``add`` of a constant. :func:`finish_graph` (shared) removes identities, merges zero pads of H / W into the
+following conv / avgpool (other pads stay ``pad`` ops), turns constant adds after a conv/dense into its bias
+(others stay adds of a constant), infers shapes, folds batchnorms (the others become 1x1 depthwise convs),
+removes no-op reshapes and slices, folds the transposes that only change how memory is read (:mod:`.layout`)
+and checks the one-input/one-output contract. Rank-3 tensors arrive as 4-D (N, C, 1, L)
+(:func:`.layout.lift_shape`), their model layout in ``meta["io"]``.
 
 Batch convention: the graph's input has batch dimension 1; it is a nominal shape. Reshape targets keep the batch
 at dimension 0, so a float executor may run any batch N.
@@ -22,7 +23,16 @@ from ..errors import EdgepackError
 from ..graph import Graph, fold_batchnorm, infer_shapes
 from .layout import fold_transposes
 
-__all__ = ["load_model", "finish_graph"]
+__all__ = ["load_model", "finish_graph", "ops_text"]
+
+
+def ops_text() -> str:
+    """What ``edgepack ops`` prints: the operator tables the importers dispatch through."""
+    from .onnx_frontend import ONNX_OPS
+    from .optable import ops_text as text
+    from .torch_frontend import TORCH_OPS
+
+    return text([ONNX_OPS, TORCH_OPS])
 
 
 def load_model(path, input_shape=None, fold_bn: bool = True, trust_pickle: bool = False) -> Graph:
@@ -95,7 +105,7 @@ def finish_graph(g: Graph, source: str, fold_bn: bool = True) -> Graph:
         fold_batchnorm(g, source=source)
         _check_finite(g, source, "after folding its batchnorm (a negative or NaN running variance?)")
     _sign_thresholds(g)
-    if _simplify_reshapes(g) | fold_transposes(g):
+    if _simplify_reshapes(g) | _drop_whole_slices(g) | fold_transposes(g):
         infer_shapes(g, source=source)
         _simplify_reshapes(g)
     if not g.nodes:
@@ -139,24 +149,26 @@ def _remove_dead(g: Graph):
 
 
 def _merge_pads(g: Graph, source: str):
-    """Merge each zero ``pad`` into every consumer: conv2d, or avgpool that counts pads (or has none)."""
+    """Merge each zero pad of H / W into every consumer when all of them are a conv2d, or an avgpool that counts
+    pads (or has none); any other pad stays a ``pad`` op."""
     keep = []
     for n in g.nodes:
         if n.op != "pad":
             keep.append(n)
             continue
+        n.attrs.setdefault("channel_pads", (0, 0))
+        n.attrs.setdefault("value", 0.0)
         t, l, b, r = n.attrs["pads"]
         users = g.consumers(n.outputs[0])
-        if n.outputs[0] in g.outputs or not users:
-            raise EdgepackError(f"{source}: node '{n.name}': a zero pad must be followed by a convolution or an "
-                                "average pool")
+
+        def mergeable(u):
+            return u.inputs[0] == n.outputs[0] and (u.op == "conv2d" or (u.op == "avgpool" and (
+                u.attrs.get("count_include_pad", True) or not any(u.attrs.get("pads", (0, 0, 0, 0))))))
+        if n.attrs["value"] != 0.0 or any(n.attrs["channel_pads"]) or n.outputs[0] in g.outputs or not users \
+                or not all(mergeable(u) for u in users):
+            keep.append(n)
+            continue
         for u in users:
-            ok = u.op == "conv2d" or (u.op == "avgpool" and (u.attrs.get("count_include_pad", True)
-                                                             or not any(u.attrs.get("pads", (0, 0, 0, 0)))))
-            if not ok or u.inputs[0] != n.outputs[0]:
-                raise EdgepackError(f"{source}: node '{n.name}': a zero pad followed by '{u.op}' ('{u.name}') "
-                                    "cannot be merged; only a convolution or an average pool that counts "
-                                    "padding can follow a pad")
             pt, pl, pb, pr = u.attrs.get("pads", (0, 0, 0, 0))
             u.attrs["pads"] = (pt + t, pl + l, pb + b, pr + r)
             if u.op == "avgpool":
@@ -174,7 +186,8 @@ def _relu_from_clip(g: Graph):
 def _fold_const_adds(g: Graph, source: str):
     """An ``add`` of a constant right after a conv2d/dense (its only user) becomes (part of) its bias; one whose
     every consumer is a sign becomes their threshold: sign(x + c) = sign(x - t) with t = -c (a learned
-    binary-layer threshold, ReActNet's RSign, exported by binarize_recu.export_ready)."""
+    binary-layer threshold, ReActNet's RSign, exported by binarize_recu.export_ready); other adds of a constant
+    stay element-wise adds."""
     keep = []
     for n in g.nodes:
         if n.op != "add" or not any(g.tensors[t].is_const for t in n.inputs):
@@ -203,8 +216,7 @@ def _fold_const_adds(g: Graph, source: str):
                 prod.inputs = [prod.inputs[0], prod.inputs[1], bn]
                 g.replace_uses(n.outputs[0], acts[0])
                 continue
-        raise EdgepackError(f"{source}: node '{n.name}': adding a constant is supported only as the bias of the "
-                            "convolution or linear layer right before it, or as the threshold of a sign after it")
+        keep.append(n)
     g.nodes = keep
     g.prune_unused()
 
@@ -233,6 +245,20 @@ def _sign_thresholds(g: Graph):
             for u in users:
                 u.inputs[0] = n.inputs[0]
     g.prune_unused()
+
+
+def _drop_whole_slices(g: Graph) -> bool:
+    """Remove slices that keep the whole axis (e.g. GhostNet's ``out[:, :oup]`` when the concat has oup channels)."""
+    keep, changed = [], False
+    for n in g.nodes:
+        if n.op == "slice" and n.outputs[0] not in g.outputs and \
+                tuple(g.tensors[n.inputs[0]].shape) == tuple(g.tensors[n.outputs[0]].shape):
+            g.replace_uses(n.outputs[0], n.inputs[0])
+            changed = True
+            continue
+        keep.append(n)
+    g.nodes = keep
+    return changed
 
 
 def _simplify_reshapes(g: Graph) -> bool:

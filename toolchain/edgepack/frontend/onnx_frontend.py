@@ -3,7 +3,8 @@
 Shapes come from ``onnx.shape_inference`` run after the input's batch dimension is fixed. Nodes whose inputs
 are all constant (Constant, initializers, ``Shape`` of a tensor whose shape is known, and anything computed from
 those, e.g. the Shape->Gather->Concat chains that exporters emit for a flatten) are evaluated at import time with
-``onnx.reference`` and become constants. Every other node must be one of :data:`SUPPORTED`.
+``onnx.reference`` under the file's own opset (opset-9 Unsqueeze / Squeeze read their axes from an attribute) and
+become constants. Every other node must be an operator of :data:`ONNX_OPS` (``edgepack ops`` lists them).
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ from ..errors import EdgepackError
 from ..graph import Graph
 from . import finish_graph, short_reason
 from .layout import lift_axis, lift_perm, lift_shape, set_io
+from .optable import CONST_INT8, CONV_WEIGHTS, DENSE_WEIGHTS, OpTable, unsupported_message
 
-SUPPORTED = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Conv", "Dropout", "Flatten", "Gemm",
-             "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Pad", "ReduceMean", "Relu", "Reshape",
-             "Sign", "Softmax",
-             # issue 14 part B: layout, resize, transposed convolution (1-D ops of rank-3 tensors as 2-D)
-             "ConvTranspose", "Gather", "GatherND", "GRU", "LSTM", "Resize", "Squeeze", "Transpose", "Unsqueeze",
-             "Upsample")
+ONNX_OPS = OpTable("ONNX (.onnx)")
+
+# element-wise functions -> (float-dialect op, {ONNX attribute: (float-dialect attribute, ONNX default)})
+_UNARY = {
+    "Sigmoid": ("sigmoid", {}), "Tanh": ("tanh", {}), "HardSwish": ("hardswish", {}),
+    "HardSigmoid": ("hardsigmoid", {"alpha": ("alpha", 0.2), "beta": ("beta", 0.5)}),
+    "LeakyRelu": ("leaky_relu", {"alpha": ("alpha", 0.01)}), "Elu": ("elu", {"alpha": ("alpha", 1.0)}),
+    "Celu": ("celu", {"alpha": ("alpha", 1.0)}), "Gelu": ("gelu", {"approximate": ("approximate", "none")}),
+    "Erf": ("erf", {}), "Exp": ("exp", {}), "Neg": ("neg", {}), "Abs": ("abs", {}), "Softplus": ("softplus", {}),
+    "Mish": ("mish", {}), "Sqrt": ("sqrt", {}), "Reciprocal": ("reciprocal", {}), "Selu": ("selu", {}),
+    "Log": ("log", {}),
+}
+_COMPARE = {"Greater": "greater", "Less": "less", "GreaterOrEqual": "greater_equal", "LessOrEqual": "less_equal",
+            "Where": "where"}
 
 # ops never folded even when all inputs are constant (random or stateful)
 _NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -230,7 +240,7 @@ class _Importer:
                 self.unsupported(node)
             if self.try_fold(node):
                 continue
-            handler = getattr(self, "op_" + node.op_type, None)
+            handler = ONNX_OPS.handler(self, node.op_type)
             if handler is None:
                 self.unsupported(node)
             try:
@@ -258,16 +268,26 @@ class _Importer:
 
     def unsupported(self, node):
         op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-        raise EdgepackError(f"{self.src}: node '{node.name}': operator '{op}' is not supported by edgepack; "
-                            f"supported: {', '.join(SUPPORTED)}")
+        raise EdgepackError(unsupported_message(self.src, node.name, op))
+
+    def evaluate(self, node, inputs: dict) -> list:
+        """Run one node with ``onnx.reference`` under the model's own opsets (a bare node would be evaluated at
+        the newest opset, where e.g. Unsqueeze takes its axes as an input rather than an attribute)."""
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        graph = helper.make_graph([node], "fold", [helper.make_tensor_value_info(t, 0, None) for t in inputs],
+                                  [helper.make_tensor_value_info(t, 0, None) for t in node.output if t])
+        model = helper.make_model(graph, opset_imports=list(self.model.opset_import))
+        model.ir_version = self.model.ir_version
+        return ReferenceEvaluator(model).run(None, inputs)
 
     def try_fold(self, node) -> bool:
         """Evaluate ``node`` now if all its inputs are known constants."""
         if node.op_type in _NO_FOLD:
             return False
         if node.op_type == "Constant":
-            from onnx.reference import ReferenceEvaluator
-            self.consts[node.output[0]] = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, {})[0]
+            self.consts[node.output[0]] = np.asarray(self.evaluate(node, {})[0])
             return True
         if node.op_type in ("Shape", "Size"):
             s = self.shape_of(node.input[0])
@@ -285,10 +305,8 @@ class _Importer:
         ins = [t for t in node.input if t]
         if not ins or not all(t in self.consts for t in ins):
             return False
-        from onnx.reference import ReferenceEvaluator
         try:
-            outs = ReferenceEvaluator(node, opsets={"": self.opset}).run(
-                None, {t: self.consts[t] for t in ins})
+            outs = self.evaluate(node, {t: self.consts[t] for t in ins})
         except Exception as e:
             self.fail(node, f"cannot evaluate this constant expression ({short_reason(e)})")
         for name, v in zip(node.output, outs):
@@ -297,9 +315,11 @@ class _Importer:
         return True
 
     # ---- operators -------------------------------------------------------------------------------------
+    @ONNX_OPS.register("Identity", note="dropped")
     def op_Identity(self, node, a):
         self.alias[node.output[0]] = self.act(node, node.input[0])
 
+    @ONNX_OPS.register("Dropout", note="dropped (inference mode only)")
     def op_Dropout(self, node, a):
         if len(node.input) > 2 and node.input[2] and self.consts.get(node.input[2], np.array(False)).item():
             self.fail(node, "dropout in training mode")
@@ -307,12 +327,15 @@ class _Importer:
             self.consts[node.output[1]] = np.ones(self.shape_of(node.input[0]) or (1,), dtype=bool)
         self.alias[node.output[0]] = self.act(node, node.input[0])
 
+    @ONNX_OPS.register("Sign", note="binary activation (sign(0) = +1)")
     def op_Sign(self, node, a):
         self.g.add_node("sign", node.name, [self.act(node, node.input[0])], [node.output[0]])
 
+    @ONNX_OPS.register("Relu", note="fused into the conv / dense / add before it, else a clamp")
     def op_Relu(self, node, a):
         self.g.add_node("relu", node.name, [self.act(node, node.input[0])], [node.output[0]])
 
+    @ONNX_OPS.register("Clip", note="fused into the conv / dense / add before it, else a clamp")
     def op_Clip(self, node, a):
         lo, hi = a.get("min"), a.get("max")
         if self.opset >= 11:
@@ -325,21 +348,158 @@ class _Importer:
         hi = None if hi is None or hi >= 3.4e38 else float(hi)
         self.g.add_node("clip", node.name, [self.act(node, node.input[0])], [node.output[0]], min=lo, max=hi)
 
-    def op_Add(self, node, a):
+    @ONNX_OPS.register("Add", note="broadcasting; a constant added after a conv / dense becomes its bias; "
+                       + CONST_INT8)
+    @ONNX_OPS.register("Sub", "Mul", note="broadcasting (per-channel scaling: squeeze-excite); " + CONST_INT8)
+    def op_binary(self, node, a):
         x, y = node.input[0], node.input[1]
-        names = []
-        for t in (x, y):
-            if t in self.consts:
-                names.append(self.wconst(t, self.consts[t]))
-            else:
-                names.append(self.act(node, t))
         if x in self.consts and y in self.consts:
             self.fail(node, "both inputs are constants")
-        if x not in self.consts and y not in self.consts:
-            sx, sy = self.shape_of(x), self.shape_of(y)
-            if sx is not None and sy is not None and sx != sy:
-                self.fail(node, f"shapes {sx} and {sy} differ; broadcasting adds are not supported")
-        self.g.add_node("add", node.name, names, [node.output[0]])
+        names = [self.wconst(t, self.consts[t]) if t in self.consts else self.act(node, t) for t in (x, y)]
+        self.g.add_node(node.op_type.lower(), node.name, names, [node.output[0]])
+
+    @ONNX_OPS.register(*_COMPARE, note="inside a chain of element-wise ops on one input (one lookup table), e.g. "
+                       "Softplus's threshold")
+    def op_compare(self, node, a):
+        if all(t in self.consts for t in node.input):
+            self.fail(node, "all inputs are constants")
+        names = [self.wconst(t, self.consts[t]) if t in self.consts else self.act(node, t) for t in node.input]
+        self.g.add_node(_COMPARE[node.op_type], node.name, names, [node.output[0]])
+
+    @ONNX_OPS.register("Div", note="by a constant (a multiplication by its reciprocal)")
+    def op_Div(self, node, a):
+        x, y = node.input[0], node.input[1]
+        if y not in self.consts:
+            self.fail(node, "only a division by a constant is supported")
+        d = np.asarray(self.consts[y], np.float64)
+        if np.any(d == 0):
+            self.fail(node, "division by zero")
+        self.g.add_node("mul", node.name, [self.act(node, x), self.wconst(y + "_reciprocal", 1.0 / d)],
+                        [node.output[0]])
+
+    @ONNX_OPS.register("Sum", note="n-ary add of activations")
+    def op_Sum(self, node, a):
+        ins = [self.act(node, t) for t in node.input if t]
+        if len(ins) == 1:
+            self.alias[node.output[0]] = ins[0]
+        else:
+            self.g.add_node("sum", node.name, ins, [node.output[0]])
+
+    @ONNX_OPS.register(*_UNARY, note="int8 lookup table (a chain of element-wise ops on one input: one table)")
+    def op_unary(self, node, a):
+        op, amap = _UNARY[node.op_type]
+        attrs = {k: _s(a.get(onnx_name, default)) for onnx_name, (k, default) in amap.items()}
+        if node.op_type == "Selu" and (abs(a.get("alpha", 1.67326319) - 1.67326319) > 1e-6
+                                       or abs(a.get("gamma", 1.05070102) - 1.05070102) > 1e-6):
+            self.fail(node, "only the standard SELU constants are supported")
+        self.g.add_node(op, node.name, [self.act(node, node.input[0])], [node.output[0]], **attrs)
+
+    @ONNX_OPS.register("Pow", note="with a constant scalar exponent: int8 lookup table")
+    def op_Pow(self, node, a):
+        e = np.asarray(self.const(node, node.input[1], "exponent"))
+        if e.size != 1:
+            self.fail(node, "only a scalar exponent is supported")
+        self.g.add_node("pow", node.name, [self.act(node, node.input[0])], [node.output[0]],
+                        exponent=float(e.reshape(())))
+
+    @ONNX_OPS.register("PRelu", note="per-channel slopes (int8 per-tensor), one requantization per sign; a single "
+                       "slope is a lookup table")
+    def op_PRelu(self, node, a):
+        x = self.act(node, node.input[0])
+        slope = np.asarray(self.const(node, node.input[1], "slope"), np.float64)
+        if slope.size == 1:
+            self.g.add_node("leaky_relu", node.name, [x], [node.output[0]], alpha=float(slope.reshape(())))
+            return
+        s = self.shape_of(node.input[0])
+        if s is None or slope.size != s[1] or slope.reshape(-1).size != max(slope.shape, default=1):
+            self.fail(node, f"slope of shape {slope.shape} is not per channel of an input of shape {s}")
+        self.g.add_node("prelu", node.name, [x, self.wconst(node.input[1], slope.reshape(-1))], [node.output[0]])
+
+    @ONNX_OPS.register("Cast", note="to float only (a no-op)")
+    def op_Cast(self, node, a):
+        if a.get("to") not in (1,):  # FLOAT
+            self.fail(node, "only a cast to float32 is supported")
+        self.alias[node.output[0]] = self.act(node, node.input[0])
+
+    @ONNX_OPS.register("Constant", "Shape", "Size", note="evaluated at import (as is any node whose inputs are "
+                       "all constants)")
+    def op_folded(self, node, a):
+        self.fail(node, "cannot evaluate this node at import time")
+
+    @ONNX_OPS.register("Concat", note="any axis but the batch; inputs of other scales requantized; producers "
+                       "write into their slice where the layout allows")
+    def op_Concat(self, node, a):
+        ins = [self.act(node, t) for t in node.input if t]
+        if len(ins) == 1:
+            self.alias[node.output[0]] = ins[0]
+            return
+        self.g.add_node("concat", node.name, ins, [node.output[0]], axis=int(a["axis"]))
+
+    def _slice_chain(self, node, x, out, cuts):
+        """``out = x[cuts]``, cuts = [(axis, start, end, step)]: one slice node per axis."""
+        s = self.shape_of(node.input[0])
+        r = len(s) if s is not None else 4
+        cur = x
+        cuts = [(ax % r, st, en, sp) for ax, st, en, sp in cuts]
+        for i, (ax, st, en, sp) in enumerate(cuts):
+            nxt = out if i == len(cuts) - 1 else self.newname(f"{out}_ax{ax}")
+            self.g.add_node("slice", node.name if i == len(cuts) - 1 else f"{node.name}_ax{ax}", [cur], [nxt],
+                            axis=ax, start=st, end=en, step=sp)
+            cur = nxt
+        if not cuts:
+            self.alias[out] = x
+
+    @ONNX_OPS.register("Slice", note="any axis but the batch, positive steps")
+    def op_Slice(self, node, a):
+        x = self.act(node, node.input[0])
+        if self.opset >= 10:
+            starts = [int(v) for v in self.const(node, node.input[1], "starts")]
+            ends = [int(v) for v in self.const(node, node.input[2], "ends")]
+            axes = [int(v) for v in self.const(node, node.input[3], "axes")] \
+                if len(node.input) > 3 and node.input[3] else list(range(len(starts)))
+            steps = [int(v) for v in self.const(node, node.input[4], "steps")] \
+                if len(node.input) > 4 and node.input[4] else [1] * len(starts)
+        else:
+            starts, ends = list(a["starts"]), list(a["ends"])
+            axes = list(a.get("axes", range(len(starts))))
+            steps = [1] * len(starts)
+        s = self.shape_of(node.input[0])
+        cuts = []
+        for ax, st, en, sp in zip(axes, starts, ends, steps):
+            n = s[ax] if s is not None else None
+            big = 2**62
+            en = None if en >= big or (n is not None and en >= n) else en
+            if n is not None and (st, en, sp) in ((0, None, 1),):
+                continue  # the whole axis
+            cuts.append((ax, st, en, sp))
+        self._slice_chain(node, x, node.output[0], cuts)
+
+    @ONNX_OPS.register("Split", note="into slices along any axis but the batch")
+    def op_Split(self, node, a):
+        x = self.act(node, node.input[0])
+        s = self.shape_of(node.input[0])
+        outs = [t for t in node.output]
+        if len(node.input) > 1 and node.input[1]:
+            sizes = [int(v) for v in self.const(node, node.input[1], "split")]
+        elif "split" in a:
+            sizes = [int(v) for v in a["split"]]
+        else:
+            sizes = None
+        rank = len(s) if s is not None else len(self.g.tensors[x].shape or ()) or 4
+        axis = int(a.get("axis", 0)) % rank
+        if sizes is None:
+            if s is None:
+                self.fail(node, "the input shape is not known")
+            n = int(a.get("num_outputs", len(outs)))
+            each = -(-s[axis] // n)
+            sizes = [min(each, s[axis] - i * each) for i in range(n)]
+        if (s is not None and sum(sizes) != s[axis]) or len(sizes) != len(outs):
+            self.fail(node, f"split sizes {sizes} do not divide axis {axis} of {s} into {len(outs)} outputs")
+        start = 0
+        for i, (t, k) in enumerate(zip(outs, sizes)):
+            if t:
+                self.g.add_node("slice", f"{node.name}_{i}", [x], [t], axis=axis, start=start, end=start + k, step=1)
+            start += k
 
     def _spatial(self, node, a, kernel, what, auto_ok=True):
         """kernel, strides, pads (t, l, b, r) and dilations of a Conv/Pool node, with auto_pad resolved; a 1-D
@@ -372,6 +532,7 @@ class _Importer:
             kernel, strides, dil, pads = (1,) + tuple(kernel), (1,) + strides, (1,) + dil, (0, pads[0], 0, pads[1])
         return tuple(int(k) for k in kernel), strides, tuple(int(p) for p in pads), dil
 
+    @ONNX_OPS.register("Conv", weights=CONV_WEIGHTS, note="2-D; groups 1 or depthwise")
     def op_Conv(self, node, a):
         x = self.act(node, node.input[0])
         w = self.const(node, node.input[1])
@@ -386,6 +547,7 @@ class _Importer:
         self.g.add_node("conv2d", node.name, ins, [node.output[0]], strides=strides, pads=pads, dilations=dil,
                         group=int(a.get("group", 1)))
 
+    @ONNX_OPS.register("ConvTranspose", note="1-D and 2-D; stride, pads, output_padding, dilation; groups 1")
     def op_ConvTranspose(self, node, a):
         x = self.act(node, node.input[0])
         w = self.const(node, node.input[1])
@@ -406,6 +568,7 @@ class _Importer:
         self.g.add_node("conv_transpose2d", node.name, ins, [node.output[0]], strides=strides, pads=pads,
                         output_padding=op, dilations=dil, group=int(a.get("group", 1)))
 
+    @ONNX_OPS.register("BatchNormalization", note="folded into the conv / dense before it, else a per-channel affine (1x1 depthwise conv)")
     def op_BatchNormalization(self, node, a):
         if a.get("training_mode", 0) or (len(node.output) > 1 and any(node.output[1:])):
             self.fail(node, "batch normalization in training mode; export the model in eval mode")
@@ -427,6 +590,7 @@ class _Importer:
                 return  # ceil and floor give the same output size
         self.fail(node, "ceil_mode=1 is not supported; use ceil_mode=0 (floor) or pad the input")
 
+    @ONNX_OPS.register("MaxPool")
     def op_MaxPool(self, node, a):
         x = self.act(node, node.input[0])
         if len(node.output) > 1 and node.output[1]:
@@ -436,6 +600,7 @@ class _Importer:
         self.g.add_node("maxpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads,
                         dilations=dil)
 
+    @ONNX_OPS.register("AveragePool")
     def op_AveragePool(self, node, a):
         x = self.act(node, node.input[0])
         kernel, strides, pads, dil = self._spatial(node, a, tuple(a["kernel_shape"]), "pooling")
@@ -445,9 +610,11 @@ class _Importer:
         self.g.add_node("avgpool", node.name, [x], [node.output[0]], kernel=kernel, strides=strides, pads=pads,
                         count_include_pad=bool(a.get("count_include_pad", 0)))
 
+    @ONNX_OPS.register("GlobalAveragePool")
     def op_GlobalAveragePool(self, node, a):
         self.g.add_node("global_avgpool", node.name, [self.act(node, node.input[0])], [node.output[0]])
 
+    @ONNX_OPS.register("ReduceMean", note="over H and W only")
     def op_ReduceMean(self, node, a):
         x = self.act(node, node.input[0])
         axes = a.get("axes")
@@ -466,6 +633,7 @@ class _Importer:
             self.g.add_node("global_avgpool", node.name, [x], [mid])
             self.g.add_node("flatten", node.name + "_flatten", [mid], [node.output[0]], axis=1)
 
+    @ONNX_OPS.register("Flatten")
     def op_Flatten(self, node, a):
         x = self.act(node, node.input[0])
         axis = int(a.get("axis", 1))
@@ -478,6 +646,7 @@ class _Importer:
             self.fail(node, f"flatten with axis={a.get('axis')} is not supported; only axis=1")
         self.g.add_node("flatten", node.name, [x], [node.output[0]], axis=1)
 
+    @ONNX_OPS.register("Reshape", note="keeping the batch; a spatial tensor only flattened before a dense layer")
     def op_Reshape(self, node, a):
         if self.bax.get(node.input[0]) or node.input[0] in self.states:
             return self._reshape_to_inferred(node)
@@ -514,12 +683,15 @@ class _Importer:
                             "dimension 0 are supported")
         self.g.add_node("reshape", node.name, [x], [node.output[0]], shape=lift_shape([1] + list(sy[1:])))
 
+    @ONNX_OPS.register("Squeeze", note="keeping the batch (a reshape)")
     def op_Squeeze(self, node, a):
         self._reshape_to_inferred(node)
 
+    @ONNX_OPS.register("Unsqueeze", note="keeping the batch (a reshape)")
     def op_Unsqueeze(self, node, a):
         self._reshape_to_inferred(node)
 
+    @ONNX_OPS.register("Transpose", note="folded into the boundary or the dense weights where the NHWC memory order allows, else one transpose_s8 copy")
     def op_Transpose(self, node, a):
         s = self.shape_of(node.input[0])
         if s is None:
@@ -626,12 +798,15 @@ class _Importer:
         if len(node.output) > 2 and node.output[2]:
             self.unusable[node.output[2]] = node
 
+    @ONNX_OPS.register("LSTM", note="single layer, unidirectional, zero initial state (TFLite integer LSTM)")
     def op_LSTM(self, node, a):
         self._rnn(node, a, "lstm", (0, 2, 3, 1))
 
+    @ONNX_OPS.register("GRU", note="single layer, unidirectional, zero initial state (int8, TFLite LSTM conventions)")
     def op_GRU(self, node, a):
         self._rnn(node, a, "gru", (1, 0, 2))
 
+    @ONNX_OPS.register("Gather", note="constant indices: a channel shuffle (one gather) or part of a nearest resize")
     def op_Gather(self, node, a):
         """The last step of an RNN's output sequence, or its (1, N, H) final state's only layer."""
         t = node.input[0]
@@ -652,6 +827,7 @@ class _Importer:
         else:
             self.fail(node, "a gather is supported only for the last step of an RNN's output or its final state")
 
+    @ONNX_OPS.register("GatherND", note="the nearest resize pattern of the legacy exporter")
     def op_GatherND(self, node, a):
         """Transpose(2, 3, 0, 1) -> GatherND(constant (OH, OW, 2) indices) -> Transpose(p): how the dynamo
         exporter writes PyTorch's 'nearest-exact' upsampling (p = (2, 3, 0, 1), or that merged with a following
@@ -713,6 +889,7 @@ class _Importer:
         self.g.add_node("resize", node.name, [x], [node.output[0]], mode="bilinear" if mode == "linear" else mode,
                         size=tuple(lift_shape(sy)[2:]), coord=coord, nearest=nearest, scales=scales)
 
+    @ONNX_OPS.register("Resize", note="nearest (any integer scale) and bilinear (align_corners True / False), TFLite int8")
     def op_Resize(self, node, a):
         if a.get("antialias", 0) or a.get("axes") is not None:
             self.fail(node, "antialias and axes are not supported")
@@ -727,12 +904,14 @@ class _Importer:
         self._resize(node, mode, _s(a.get("coordinate_transformation_mode", "half_pixel")),
                      _s(a.get("nearest_mode", "round_prefer_floor")), scales)
 
+    @ONNX_OPS.register("Upsample", note="nearest or bilinear (opset 7-9)")
     def op_Upsample(self, node, a):
         scales = a.get("scales")
         if len(node.input) > 1 and node.input[1]:
             scales = self.const(node, node.input[1], "scales")
         self._resize(node, _s(a.get("mode", "nearest")), "asymmetric", "floor", scales)
 
+    @ONNX_OPS.register("Gemm", weights=DENSE_WEIGHTS)
     def op_Gemm(self, node, a):
         if a.get("transA", 0):
             self.fail(node, "transA=1 is not supported")
@@ -750,6 +929,7 @@ class _Importer:
             ins.append(self.wconst(node.input[2], np.broadcast_to(c.reshape(-1), (w.shape[0],))))
         self.g.add_node("dense", node.name, ins, [node.output[0]])
 
+    @ONNX_OPS.register("MatMul", weights=DENSE_WEIGHTS, note="with a constant 2-D weight")
     def op_MatMul(self, node, a):
         x = self.act(node, node.input[0])
         w = self.const(node, node.input[1])
@@ -759,6 +939,7 @@ class _Importer:
                             "supported; flatten the input first")
         self.g.add_node("dense", node.name, [x, self.wconst(node.input[1], w.T)], [node.output[0]])
 
+    @ONNX_OPS.register("Softmax", note="last axis of (1, N), as the last op")
     def op_Softmax(self, node, a):
         x = self.act(node, node.input[0])
         s = self.shape_of(node.input[0])
@@ -770,11 +951,13 @@ class _Importer:
             axis = -1 if axis == len(s) - 1 else lift_axis(axis, len(s))
         self.g.add_node("softmax", node.name, [x], [node.output[0]], axis=axis)
 
+    @ONNX_OPS.register("Pad", note="constant mode, any value, H / W / C; a zero pad before a conv or average "
+                       "pool is merged into it")
     def op_Pad(self, node, a):
         x = self.act(node, node.input[0])
         mode = _s(a.get("mode", "constant"))
         if mode != "constant":
-            self.fail(node, f"pad mode '{mode}' is not supported; only zero padding")
+            self.fail(node, f"pad mode '{mode}' is not supported; only constant padding")
         if self.opset >= 11:
             pads = [int(v) for v in self.const(node, node.input[1], "pads")]
             value = 0.0
@@ -794,10 +977,9 @@ class _Importer:
         for i, ax in enumerate(axes):
             ax %= r
             full[ax], full[r + ax] = pads[i], pads[rank + i]
-        if value != 0.0:
-            self.fail(node, f"padding with {value} is not supported; only zero padding")
         if r == 3:  # L of an (N, C, L) tensor: W of its (N, C, 1, L) form
             r, full = 4, [full[0], full[1], 0, full[2], full[3], full[4], 0, full[5]]
-        if r != 4 or any(full[i] for i in (0, 1, 4, 5)) or min(full) < 0:
-            self.fail(node, f"pads {pads} are not supported; only non-negative padding of H and W of NCHW")
-        self.g.add_node("pad", node.name, [x], [node.output[0]], pads=(full[2], full[3], full[6], full[7]))
+        if r != 4 or full[0] or full[4] or min(full) < 0:
+            self.fail(node, f"pads {pads} are not supported; only non-negative padding of C, H and W of NCHW")
+        self.g.add_node("pad", node.name, [x], [node.output[0]], pads=(full[2], full[3], full[6], full[7]),
+                        channel_pads=(full[1], full[5]), value=value)

@@ -36,6 +36,25 @@ from ..errors import EdgepackError
 from ..graph import Graph
 from . import finish_graph, short_reason
 from .layout import lift_axis, lift_perm, lift_shape, set_io
+from .optable import CONST_INT8, CONV_WEIGHTS, DENSE_WEIGHTS, OpTable, unsupported_message
+
+TORCH_OPS = OpTable("PyTorch (.pt2 torch.export, .pt TorchScript or nn.Module): aten operators")
+
+# element-wise functions -> (float-dialect op, {float-dialect attribute: aten argument})
+_UNARY = {
+    "sigmoid": ("sigmoid", {}), "sigmoid_": ("sigmoid", {}), "tanh": ("tanh", {}), "tanh_": ("tanh", {}),
+    "hardswish": ("hardswish", {}), "hardswish_": ("hardswish", {}),
+    "hardsigmoid": ("hardsigmoid", {}), "hardsigmoid_": ("hardsigmoid", {}),
+    "silu": ("silu", {}), "silu_": ("silu", {}), "mish": ("mish", {}), "mish_": ("mish", {}),
+    "leaky_relu": ("leaky_relu", {"alpha": "negative_slope"}), "leaky_relu_": ("leaky_relu", {"alpha": "negative_slope"}),
+    "elu": ("elu", {"alpha": "alpha"}), "elu_": ("elu", {"alpha": "alpha"}),
+    "celu": ("celu", {"alpha": "alpha"}), "celu_": ("celu", {"alpha": "alpha"}), "selu": ("selu", {}),
+    "selu_": ("selu", {}), "gelu": ("gelu", {"approximate": "approximate"}),
+    "gelu_": ("gelu", {"approximate": "approximate"}), "erf": ("erf", {}), "exp": ("exp", {}), "neg": ("neg", {}),
+    "abs": ("abs", {}), "softplus": ("softplus", {"beta": "beta", "threshold": "threshold"}),
+    "sqrt": ("sqrt", {}), "reciprocal": ("reciprocal", {}), "log": ("log", {}),
+}
+_COMPARE = {"gt": "greater", "lt": "less", "ge": "greater_equal", "le": "less_equal"}
 
 
 @contextlib.contextmanager
@@ -225,20 +244,8 @@ class _Unused:
         self.node = node
 
 
-_SUPPORTED = (
-    "conv2d", "convolution", "_convolution", "_convolution_mode", "batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm",
-    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "clamp", "clamp_min", "clamp_max", "max_pool2d",
-    "max_pool2d_with_indices", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "mean", "add",
-    "add_", "flatten", "view", "reshape", "_unsafe_view", "linear", "addmm", "mm", "matmul", "softmax",
-    "_softmax", "dropout", "native_dropout", "clone", "contiguous", "alias", "detach", "lift_fresh_copy",
-    "pad", "constant_pad_nd", "sign",
-    # issue 14 part B: rank-3 (N, C, L) ops, layout, resize, transposed / grouped convolution
-    "conv1d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool1d_with_indices", "avg_pool1d",
-    "adaptive_avg_pool1d", "squeeze", "unsqueeze", "permute", "transpose", "swapaxes", "channel_shuffle",
-    "native_channel_shuffle", "upsample_nearest2d", "upsample_bilinear2d", "_upsample_nearest_exact2d",
-    "upsample_nearest1d", "upsample_linear1d", "_upsample_nearest_exact1d", "lstm", "gru", "select")
 _IGNORED_PREFIXES = ("_assert", "sym_constrain_range")
-_SIZE_OPS = ("sym_size", "size")
+_SIZE_OPS = ("sym_size", "size", "dim")
 
 
 def _opname(target) -> str:
@@ -308,8 +315,7 @@ class _Walker:
         return str(node.target) if node.op == "call_function" else node.op
 
     def unsupported(self, node):
-        raise EdgepackError(f"{self.src}: node '{node.name}': operator '{self._tname(node)}' is not supported by "
-                            f"edgepack; supported: {', '.join('aten.' + s for s in _SUPPORTED)}")
+        raise EdgepackError(unsupported_message(self.src, node.name, self._tname(node)))
 
     def meta_shape(self, node):
         v = node.meta.get("val") if hasattr(node, "meta") else None
@@ -489,7 +495,7 @@ class _Walker:
             except Exception as e:
                 self.fail(node, f"cannot evaluate this constant expression ({short_reason(e)})")
             return
-        handler = getattr(self, "op_" + name, None) if name in _SUPPORTED else None
+        handler = TORCH_OPS.handler(self, name)
         if handler is None or not hasattr(target, "_schema"):
             self.unsupported(node)
         try:
@@ -546,20 +552,20 @@ class _Walker:
             ins.append(self.wconst(self.cname(self.fx_arg(node, 2), node, "bias"), bias))
         return self.emit("conv2d", node, ins, strides=stride, pads=pads, dilations=dil, group=groups)
 
+    @TORCH_OPS.register("conv2d", "conv1d", "_convolution_mode", weights=CONV_WEIGHTS,
+                        note="1-D and 2-D; any groups (depthwise, grouped), dilation")
     def op_conv2d(self, node, b):
         return self._conv(node, b)
 
-    op__convolution_mode = op_conv1d = op_conv2d  # _convolution_mode: traced TorchScript, padding="same"/"valid"
-
+    @TORCH_OPS.register("conv_transpose2d", "conv_transpose1d", weights="int8",
+                        note="stride, padding, output_padding, dilation; groups 1")
     def op_conv_transpose2d(self, node, b):
         return self._conv(node, b, transposed=True)
 
-    op_conv_transpose1d = op_conv_transpose2d
 
+    @TORCH_OPS.register("convolution", "_convolution", weights=CONV_WEIGHTS, note="1-D and 2-D, also transposed")
     def op_convolution(self, node, b):
         return self._conv(node, b, transposed=bool(b["transposed"]))
-
-    op__convolution = op_convolution
 
     def _bn(self, node, b, eps):
         x = self.act(node, b["input"])
@@ -580,24 +586,28 @@ class _Walker:
             names.append(self.wconst(self.cname(self.fx_arg(node, i), node, key), data))
         return self.emit("batchnorm", node, [x] + names, eps=float(eps))
 
+    @TORCH_OPS.register("batch_norm", note="folded into the conv / dense before it, else a per-channel affine (1x1 depthwise conv)")
     def op_batch_norm(self, node, b):
         if b["training"]:
             self.fail(node, "batch normalization in training mode; call model.eval() before export")
         return self._bn(node, b, b["eps"])
 
+    @TORCH_OPS.register("_native_batch_norm_legit_no_training", note="as batch_norm")
     def op__native_batch_norm_legit_no_training(self, node, b):
         return (self._bn(node, b, b["eps"]), _Unused(node), _Unused(node))
 
+    @TORCH_OPS.register("native_batch_norm", note="as batch_norm, inference mode")
     def op_native_batch_norm(self, node, b):
         if b["training"]:
             self.fail(node, "batch normalization in training mode; call model.eval() before export")
         return (self._bn(node, b, b["eps"]), _Unused(node), _Unused(node))
 
+    @TORCH_OPS.register("relu", "relu_", note="fused into the conv / dense / add before it, else a clamp")
     def op_relu(self, node, b):
         return self.emit("relu", node, [self.act(node, b["self"])])
 
-    op_relu_ = op_relu
 
+    @TORCH_OPS.register("sign", note="binary activation (sign(0) = +1)")
     def op_sign(self, node, b):
         return self.emit("sign", node, [self.act(node, b["self"])])
 
@@ -612,20 +622,24 @@ class _Walker:
             return float(v)
         return self.emit("clip", node, [self.act(node, x)], min=num(lo, "minimum"), max=num(hi, "maximum"))
 
+    @TORCH_OPS.register("hardtanh", "hardtanh_", note="as clamp")
     def op_hardtanh(self, node, b):
         return self._clip(node, b["self"], b["min_val"], b["max_val"])
 
-    op_hardtanh_ = op_hardtanh
 
+    @TORCH_OPS.register("relu6", "relu6_", note="as clamp")
     def op_relu6(self, node, b):
         return self._clip(node, b["self"], 0.0, 6.0)
 
+    @TORCH_OPS.register("clamp", "clamp_", note="scalar bounds; fused into the conv / dense / add before it, else a clamp")
     def op_clamp(self, node, b):
         return self._clip(node, b["self"], b["min"], b["max"])
 
+    @TORCH_OPS.register("clamp_min", "clamp_min_", note="as clamp")
     def op_clamp_min(self, node, b):
         return self._clip(node, b["self"], b["min"], None)
 
+    @TORCH_OPS.register("clamp_max", "clamp_max_", note="as clamp")
     def op_clamp_max(self, node, b):
         return self._clip(node, b["self"], None, b["max"])
 
@@ -645,18 +659,19 @@ class _Walker:
                 self.fail(node, "ceil_mode=True is not supported; use ceil_mode=False or pad the input")
         return kernel, stride, pads, dil
 
+    @TORCH_OPS.register("max_pool2d", "max_pool1d", note="dilation too")
     def op_max_pool2d(self, node, b):
         x = self.act(node, b["self"])
         kernel, stride, pads, dil = self._pool_common(node, b)
         return self.emit("maxpool", node, [x], kernel=kernel, strides=stride, pads=pads, dilations=dil)
 
-    op_max_pool1d = op_max_pool2d
 
+    @TORCH_OPS.register("max_pool2d_with_indices", "max_pool1d_with_indices", note="the indices unused")
     def op_max_pool2d_with_indices(self, node, b):
         return (self.op_max_pool2d(node, b), _Unused(node))
 
-    op_max_pool1d_with_indices = op_max_pool2d_with_indices
 
+    @TORCH_OPS.register("avg_pool2d", "avg_pool1d")
     def op_avg_pool2d(self, node, b):
         x = self.act(node, b["self"])
         if b.get("divisor_override") is not None:
@@ -665,8 +680,7 @@ class _Walker:
         return self.emit("avgpool", node, [x], kernel=kernel, strides=stride, pads=pads,
                          count_include_pad=bool(b["count_include_pad"]))
 
-    op_avg_pool1d = op_avg_pool2d
-
+    @TORCH_OPS.register("adaptive_avg_pool1d", note="to 1 (a global average) or to its own length")
     def op_adaptive_avg_pool1d(self, node, b):
         x = self.act(node, b["self"])
         s = self.meta_shape(node.args[0])
@@ -679,6 +693,7 @@ class _Walker:
             return self.emit("identity", node, [x])
         self.fail(node, f"adaptive average pooling to {size} from {s[2]} is not supported; only to 1")
 
+    @TORCH_OPS.register("adaptive_avg_pool2d", "_adaptive_avg_pool2d", note="to (1, 1)")
     def op_adaptive_avg_pool2d(self, node, b):
         x = self.act(node, b["self"])
         s = self.meta_shape(node.args[0])
@@ -693,8 +708,8 @@ class _Walker:
         self.fail(node, f"adaptive average pooling to {tuple(size)} from {tuple(s[2:])} is not supported; only "
                         "to (1, 1)")
 
-    op__adaptive_avg_pool2d = op_adaptive_avg_pool2d
 
+    @TORCH_OPS.register("mean", note="over H and W only")
     def op_mean(self, node, b):
         if "dim" not in b:
             self.unsupported(node)
@@ -711,21 +726,132 @@ class _Walker:
             y = _Act(out)
         return y
 
-    def op_add(self, node, b):
-        if "alpha" in b and b["alpha"] not in (1, 1.0):
-            self.fail(node, "add with alpha != 1 is not supported")
-        a, o = b["self"], b["other"]
-        ins = []
-        for v, i in ((a, 0), (o, 1)):
-            if isinstance(v, self.torch.Tensor):
-                ins.append(self.wconst(self.cname(self.fx_arg(node, i), node, "const"), self.const(node, v)))
-            elif isinstance(v, (_Act, _Unused)):
-                ins.append(self.act(node, v))
-            else:
-                self.fail(node, f"adding the scalar {v!r} is not supported")
-        return self.emit("add", node, ins)
+    def _operand(self, node, v, i):
+        """An activation, or a constant (tensor or Python number) added to the graph."""
+        if isinstance(v, (_Act, _Unused)):
+            return self.act(node, v)
+        if isinstance(v, self.torch.Tensor):
+            return self.wconst(self.cname(self.fx_arg(node, i), node, "const"), self.const(node, v))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return self.wconst(f"{node.name}.const", np.float32(v))
+        self.fail(node, f"operand {v!r} is not supported")
 
-    op_add_ = op_add
+    def _binary(self, node, op, a, o):
+        ins = [self._operand(node, a, 0), self._operand(node, o, 1)]
+        if all(self.g.tensors[t].is_const for t in ins):
+            self.fail(node, "both operands are constants")
+        return self.emit(op, node, ins)
+
+    @TORCH_OPS.register("add", "add_", note="broadcasting; a constant added after a conv / dense becomes its bias; "
+                        + CONST_INT8)
+    @TORCH_OPS.register("sub", "sub_", note="broadcasting; " + CONST_INT8)
+    @TORCH_OPS.register("rsub", note="other - self; " + CONST_INT8)
+    @TORCH_OPS.register("mul", "mul_", note="broadcasting (per-channel scaling: squeeze-excite); " + CONST_INT8)
+    @TORCH_OPS.register(*_COMPARE, note="inside a chain of element-wise ops on one input (one lookup table)")
+    def op_binary(self, node, b):
+        name = _opname(node.target).rstrip("_")
+        if b.get("alpha") not in (None, 1, 1.0):
+            self.fail(node, f"{name} with alpha != 1 is not supported")
+        a, o = (b["other"], b["self"]) if name == "rsub" else (b["self"], b["other"])
+        return self._binary(node, {"rsub": "sub", **_COMPARE}.get(name, name), a, o)
+
+    @TORCH_OPS.register("where", note="inside a chain of element-wise ops on one input (one lookup table)")
+    def op_where(self, node, b):
+        ins = [self._operand(node, b[k], i) for i, k in enumerate(("condition", "self", "other"))]
+        return self.emit("where", node, ins)
+
+    @TORCH_OPS.register("div", "div_", note="by a constant (a multiplication by its reciprocal)")
+    def op_div(self, node, b):
+        if b.get("rounding_mode") is not None:
+            self.fail(node, f"division with rounding_mode={b['rounding_mode']!r} is not supported")
+        d = b["other"]
+        if isinstance(d, (_Act, _Unused)):
+            self.fail(node, "only a division by a constant is supported")
+        d = np.asarray(self.const(node, d) if isinstance(d, self.torch.Tensor) else d, np.float64)
+        if np.any(d == 0):
+            self.fail(node, "division by zero")
+        return self.emit("mul", node, [self.act(node, b["self"]), self.wconst(f"{node.name}.reciprocal", 1.0 / d)])
+
+    @TORCH_OPS.register(*_UNARY, note="int8 lookup table (a chain of element-wise ops on one input: one table)")
+    def op_unary(self, node, b):
+        op, amap = _UNARY[_opname(node.target)]
+        if op == "elu" and (b.get("scale", 1) != 1 or b.get("input_scale", 1) != 1):
+            self.fail(node, "elu with scale or input_scale != 1 is not supported")
+        attrs = {k: b[arg] for k, arg in amap.items()}
+        attrs = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                 for k, v in attrs.items()}
+        return self.emit(op, node, [self.act(node, b["self"])], **attrs)
+
+    @TORCH_OPS.register("pow", note="a constant scalar exponent: int8 lookup table")
+    def op_pow(self, node, b):
+        e = b.get("exponent")
+        if isinstance(e, self.torch.Tensor) and e.numel() == 1:
+            e = e.item()
+        if not isinstance(e, (int, float)) or not isinstance(b.get("self"), _Act):
+            self.fail(node, "only an activation to a constant scalar power is supported")
+        return self.emit("pow", node, [self.act(node, b["self"])], exponent=float(e))
+
+    @TORCH_OPS.register("prelu", "_prelu_kernel", note="per-channel slopes (int8 per-tensor), one requantization "
+                        "per sign; a single slope is a lookup table")
+    def op_prelu(self, node, b):
+        x = self.act(node, b["self"])
+        slope = np.asarray(self.const(node, b["weight"], "slope"), np.float64).reshape(-1)
+        if slope.size == 1:
+            return self.emit("leaky_relu", node, [x], alpha=float(slope[0]))
+        return self.emit("prelu", node, [x, self.wconst(self.cname(self.fx_arg(node, 1), node, "weight"), slope)])
+
+    @TORCH_OPS.register("cat", "concat", "concatenate", note="any dim but the batch; inputs of other scales "
+                        "requantized; producers write into their slice where the layout allows")
+    def op_cat(self, node, b):
+        xs = [self.act(node, v) for v in b["tensors"]]
+        if len(xs) == 1:
+            return self.emit("identity", node, xs)
+        return self.emit("concat", node, xs, axis=int(b["dim"]))
+
+    def _slices(self, node, x, dim, sizes):
+        """Consecutive slices of ``x`` along ``dim`` with the given sizes (split / chunk / unbind-like ops)."""
+        outs, start = [], 0
+        for i, k in enumerate(sizes):
+            out = self.g.fresh(f"{node.name}_{i}")
+            self.g.add_tensor(out)
+            self.g.add_node("slice", f"{node.name}_{i}", [x], [out], axis=dim, start=start, end=start + k, step=1)
+            outs.append(_Act(out))
+            start += k
+        return outs
+
+    @TORCH_OPS.register("split", "split_with_sizes", "chunk", "unsafe_split", "unsafe_chunk",
+                        "unsafe_split_with_sizes", "tensor_split", note="into slices along any dim but the batch")
+    def op_split(self, node, b):
+        x = self.act(node, b["self"])
+        vals = node.meta.get("val")
+        if not isinstance(vals, (list, tuple)) or not vals:
+            self.fail(node, "the output shapes were not recorded in the exported program")
+        r = self.rank(node.args[0], node)
+        dim = int(b.get("dim", 0)) % r
+        sizes = [_concrete(v.shape[dim]) for v in vals]
+        if any(v is None for v in sizes):
+            self.fail(node, "split sizes are dynamic")
+        return self._slices(node, x, dim, sizes)
+
+    @TORCH_OPS.register("slice", note="any dim but the batch, positive steps")
+    def op_slice(self, node, b):
+        x = self.act(node, b["self"])
+        sx, sy = self.meta_shape(node.args[0]), self.meta_shape(node)
+        if sx is not None and sy is not None and [_concrete(v) for v in sx] == [_concrete(v) for v in sy] \
+                and (b.get("step") or 1) == 1:
+            return self.emit("identity", node, [x])  # a whole-axis slice (TorchScript's `:`)
+        start, end, step = b.get("start"), b.get("end"), b.get("step") or 1
+        r = self.rank(node.args[0], node)
+        start = 0 if start is None else int(start)
+        end = None if end is None or int(end) >= 2**62 else int(end)
+        return self.emit("slice", node, [x], axis=int(b["dim"]) % r, start=start, end=end, step=int(step))
+
+    @TORCH_OPS.register("narrow", note="as slice")
+    def op_narrow(self, node, b):
+        x = self.act(node, b["self"])
+        start = int(b["start"])
+        return self.emit("slice", node, [x], axis=int(b["dim"]) % self.rank(node.args[0], node), start=start,
+                         end=start + int(b["length"]), step=1)
 
     def _reshape(self, node):
         x = self.act(node, self.env[node.args[0].name])
@@ -740,14 +866,16 @@ class _Walker:
                             "has dynamic sizes is not supported")
         return self.emit("reshape", node, [x], shape=lift_shape([1] + rest))
 
+    @TORCH_OPS.register("flatten")
     def op_flatten(self, node, b):
         return self._reshape(node)
 
+    @TORCH_OPS.register("view", "reshape", "_unsafe_view", "unsqueeze", note="keeping the batch; a spatial tensor only flattened before a dense layer")
     def op_view(self, node, b):
         return self._reshape(node)
 
-    op_reshape = op_unsqueeze = op_view
 
+    @TORCH_OPS.register("squeeze", note="keeping the batch (a reshape); h_n.squeeze(0) of a single-layer RNN")
     def op_squeeze(self, node, b):
         v = b["self"]
         if isinstance(v, _Act) and v.layer_axis:  # h_n.squeeze(0) of a single-layer RNN
@@ -756,7 +884,6 @@ class _Walker:
             if [int(d) % 3 for d in dims] == [0]:
                 return _Act(str(v))
         return self._reshape(node)
-    op__unsafe_view = op_view
 
     def _transpose(self, node, x, perm):
         r = self.rank(node.args[0], node)
@@ -765,9 +892,11 @@ class _Walker:
             self.fail(node, f"a permutation {perm} that moves the batch dimension is not supported")
         return self.emit("transpose", node, [self.act(node, x)], perm=lift_perm(perm))
 
+    @TORCH_OPS.register("permute", note="folded into the boundary or the dense weights where the NHWC memory order allows, else one transpose_s8 copy")
     def op_permute(self, node, b):
         return self._transpose(node, b["self"], b["dims"])
 
+    @TORCH_OPS.register("transpose", note="as permute")
     def op_transpose(self, node, b):
         r = self.rank(node.args[0], node)
         perm = list(range(r))
@@ -778,6 +907,7 @@ class _Walker:
         perm[a0], perm[a1] = perm[a1], perm[a0]
         return self._transpose(node, b["self"], perm)
 
+    @TORCH_OPS.register("swapaxes", note="as permute")
     def op_swapaxes(self, node, b):
         return self.op_transpose(node, {"self": b["self"], "dim0": b["axis0"], "dim1": b["axis1"]})
 
@@ -805,12 +935,15 @@ class _Walker:
         state = _Act.of(last, layer_axis=True)
         return (out, state, _Unused(node)) if gates == 4 else (out, state)
 
+    @TORCH_OPS.register("lstm", weights="int8", note="single layer, unidirectional, zero initial state (TFLite integer LSTM)")
     def op_lstm(self, node, b):
         return self._rnn(node, b, "lstm", 4)
 
+    @TORCH_OPS.register("gru", weights="int8", note="single layer, unidirectional, zero initial state (int8, TFLite LSTM conventions)")
     def op_gru(self, node, b):
         return self._rnn(node, b, "gru", 3)
 
+    @TORCH_OPS.register("select", note="the last step of an RNN output, or its final state")
     def op_select(self, node, b):
         """x[-1] / x[0] of an RNN's (1, N, H) final state; the last step of an RNN's output sequence."""
         v, r = b["self"], self.rank(node.args[0], node)
@@ -823,10 +956,10 @@ class _Walker:
             return _Act(self.rnn_last[str(v)])
         self.fail(node, "select is supported only for the last step of an RNN's output or its final state")
 
+    @TORCH_OPS.register("channel_shuffle", "native_channel_shuffle", note="one gather")
     def op_channel_shuffle(self, node, b):
         return self.emit("channel_shuffle", node, [self.act(node, b["self"])], groups=int(b["groups"]))
 
-    op_native_channel_shuffle = op_channel_shuffle
 
     def _upsample(self, node, b, mode, coord, nearest="floor"):
         x = self.act(node, b.get("input", b.get("self")))
@@ -850,18 +983,18 @@ class _Walker:
         return self.emit("resize", node, [x], mode=mode, size=tuple(size), coord=coord, nearest=nearest,
                          scales=scales)
 
+    @TORCH_OPS.register("upsample_nearest2d", "upsample_nearest1d", note="any integer scale, TFLite int8")
     def op_upsample_nearest2d(self, node, b):  # PyTorch 'nearest': src = floor(dst / scale)
         return self._upsample(node, b, "nearest", "asymmetric")
 
+    @TORCH_OPS.register("_upsample_nearest_exact2d", "_upsample_nearest_exact1d", note="any integer scale, TFLite int8 half-pixel centres")
     def op__upsample_nearest_exact2d(self, node, b):  # 'nearest-exact': src = floor((dst + 0.5) / scale)
         return self._upsample(node, b, "nearest", "half_pixel", "round_prefer_ceil")
 
+    @TORCH_OPS.register("upsample_bilinear2d", "upsample_linear1d", note="align_corners True / False, TFLite int8 (10-bit fixed point)")
     def op_upsample_bilinear2d(self, node, b):  # align_corners=False: half-pixel centres
         return self._upsample(node, b, "bilinear", "half_pixel")
 
-    op_upsample_nearest1d = op_upsample_nearest2d
-    op__upsample_nearest_exact1d = op__upsample_nearest_exact2d
-    op_upsample_linear1d = op_upsample_bilinear2d
 
     def _dense(self, node, x, w, bias, wname, bname):
         if w.ndim != 2:
@@ -877,6 +1010,7 @@ class _Walker:
             self.fail(node, f"a linear layer over the last axis of a {r}-D tensor is not supported; flatten the "
                             "input to (N, F) first")
 
+    @TORCH_OPS.register("linear", weights=DENSE_WEIGHTS)
     def op_linear(self, node, b):
         self._flat_input(node)
         w = self.const(node, b["weight"])
@@ -884,6 +1018,7 @@ class _Walker:
         return self._dense(node, b["input"], w, bias, self.cname(self.fx_arg(node, 1), node, "weight"),
                            self.cname(self.fx_arg(node, 2), node, "bias"))
 
+    @TORCH_OPS.register("addmm", weights=DENSE_WEIGHTS)
     def op_addmm(self, node, b):
         w = self.const(node, b["mat2"]).astype(np.float64).T * float(b["alpha"])
         c = self.const(node, b["self"], "bias").astype(np.float64) * float(b["beta"])
@@ -893,10 +1028,12 @@ class _Walker:
         return self._dense(node, b["mat1"], w, c, f"{node.name}.weight",
                            self.cname(self.fx_arg(node, 0), node, "bias"))
 
+    @TORCH_OPS.register("mm", weights=DENSE_WEIGHTS, note="with a constant matrix")
     def op_mm(self, node, b):
         w = self.const(node, b["mat2"]).T
         return self._dense(node, b["self"], w, None, f"{node.name}.weight", "")
 
+    @TORCH_OPS.register("matmul", weights=DENSE_WEIGHTS, note="with a constant 2-D matrix")
     def op_matmul(self, node, b):
         self._flat_input(node)
         w = self.const(node, b["other"])
@@ -904,47 +1041,62 @@ class _Walker:
             self.fail(node, "only a product with a constant 2-D matrix is supported")
         return self._dense(node, b["self"], w.T, None, f"{node.name}.weight", "")
 
+    @TORCH_OPS.register("softmax", "_softmax", note="last axis of (1, N), as the last op")
     def op_softmax(self, node, b):
         x = self.act(node, b["self"])
         r = self.rank(node.args[0], node)
         d = int(b["dim"]) % r
         return self.emit("softmax", node, [x], axis=-1 if d == r - 1 else lift_axis(d, r))
 
-    op__softmax = op_softmax
 
+    @TORCH_OPS.register("dropout", "dropout_", "feature_dropout", "feature_dropout_", "alpha_dropout",
+                        "alpha_dropout_", "feature_alpha_dropout", "feature_alpha_dropout_",
+                        note="dropped (eval mode only)")
     def op_dropout(self, node, b):
         if b.get("train"):
             self.fail(node, "dropout in training mode; call model.eval() before export")
-        return self.emit("identity", node, [self.act(node, b["input"])])
+        return self.emit("identity", node, [self.act(node, b.get("input", b.get("self")))])
 
+    @TORCH_OPS.register("native_dropout", note="dropped (eval mode only)")
     def op_native_dropout(self, node, b):
         if b.get("train"):
             self.fail(node, "dropout in training mode; call model.eval() before export")
         return (self.emit("identity", node, [self.act(node, b["input"])]), _Unused(node))
 
+    @TORCH_OPS.register("clone", "contiguous", "alias", "detach", "detach_", "lift_fresh_copy", "identity",
+                        note="dropped")
     def _identity(self, node, b):
         return self.emit("identity", node, [self.act(node, b["self"])])
 
-    op_clone = op_contiguous = op_alias = op_detach = op_lift_fresh_copy = _identity
+    @TORCH_OPS.register("to", "_to_copy", "type_as", note="dropped when float32 stays float32")
+    def op_to(self, node, b):
+        x = b["self"]
+        vin, vout = node.args[0].meta.get("val"), node.meta.get("val")
+        if getattr(vin, "dtype", None) != self.torch.float32 or getattr(vout, "dtype", None) != self.torch.float32:
+            self.fail(node, f"a conversion from {getattr(vin, 'dtype', '?')} to {getattr(vout, 'dtype', '?')} is "
+                            "not supported; only float32 to float32")
+        return self.emit("identity", node, [self.act(node, x)])
 
     def _pad(self, node, x, pad, value):
         x = self.act(node, x)
         pad = [int(p) for p in pad]
         r = self.rank(node.args[0], node)
-        if value not in (None, 0, 0.0):
-            self.fail(node, f"padding with {value} is not supported; only zero padding")
         if r == 3 and len(pad) == 2:  # a pad of L of an (N, C, L) tensor: of W of its (N, C, 1, L) form
             r, pad = 4, pad + [0, 0]
-        pad = pad + [0] * (4 - len(pad)) if len(pad) < 4 else pad
-        if r != 4 or len(pad) > 4 and any(pad[4:]) or min(pad) < 0:
-            self.fail(node, f"pad {pad} is not supported; only non-negative zero padding of H and W of NCHW")
-        left, right, top, bottom = pad[:4]
-        return self.emit("pad", node, [x], pads=(top, left, bottom, right))
+        pad = pad + [0] * (6 - len(pad))
+        if r != 4 or len(pad) > 6 and any(pad[6:]) or min(pad) < 0:
+            self.fail(node, f"pad {pad} is not supported; only non-negative padding of C, H and W of NCHW")
+        left, right, top, bottom, cf, cb = pad[:6]
+        return self.emit("pad", node, [x], pads=(top, left, bottom, right), channel_pads=(cf, cb),
+                         value=float(value or 0.0))
 
+    @TORCH_OPS.register("pad", note="constant mode, any value, H / W / C; a zero pad before a conv or average pool "
+                        "is merged into it")
     def op_pad(self, node, b):
         if b["mode"] != "constant":
-            self.fail(node, f"pad mode '{b['mode']}' is not supported; only zero padding")
+            self.fail(node, f"pad mode '{b['mode']}' is not supported; only constant padding")
         return self._pad(node, b["self"], b["pad"], b["value"])
 
+    @TORCH_OPS.register("constant_pad_nd", note="as pad")
     def op_constant_pad_nd(self, node, b):
         return self._pad(node, b["self"], b["pad"], b["value"])

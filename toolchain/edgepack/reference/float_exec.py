@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import EdgepackError
 from ..graph import Graph, graph_to_model, io_spec, model_batch_axis, model_to_graph
+from ..pointwise import BINARY, UNARY, apply
 
 _DT = np.float32
 
@@ -169,11 +170,6 @@ def _batchnorm(a, x, gamma, beta, mean, var):
     return (x - mean.reshape(shape)) * s.reshape(shape) + beta.reshape(shape)
 
 
-def _clip(a, x):
-    lo, hi = a.get("min"), a.get("max")
-    return np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
-
-
 def _flatten(a, x):
     ax = a.get("axis", 1) % x.ndim
     return x.reshape(x.shape[:ax] + (-1,))
@@ -266,6 +262,27 @@ def _dense(a, x, w, b=None):
     return y if b is None else y + b
 
 
+def _concat(a, *xs):
+    return np.concatenate(xs, axis=a["axis"])
+
+
+def _slice(a, x):
+    idx = [slice(None)] * x.ndim
+    idx[a["axis"]] = slice(a["start"], a["end"], a.get("step", 1))
+    return x[tuple(idx)]
+
+
+def _pad_const(a, x):
+    t, l, b, r = a.get("pads", (0, 0, 0, 0))
+    cf, cb = a.get("channel_pads", (0, 0))
+    return np.pad(x, ((0, 0), (cf, cb), (t, b), (l, r)), constant_values=a.get("value", 0.0))
+
+
+def _prelu(a, x, slope):
+    shape = (1, -1) + (1,) * (x.ndim - 2) if slope.size > 1 else ()
+    return np.where(x >= 0, x, x * slope.reshape(shape))
+
+
 def _softmax(a, x):
     ax = a.get("axis", -1)
     e = np.exp(x - x.max(axis=ax, keepdims=True))
@@ -289,15 +306,19 @@ _OPS = {
     "lstm": lambda a, *args: _rnn(a, *args, cell="lstm"),
     "gru": lambda a, *args: _rnn(a, *args, cell="gru"),
     "batchnorm": _batchnorm,
-    "relu": lambda a, x: np.maximum(x, 0),
     "sign": _sign,
-    "clip": _clip,
     "maxpool": _maxpool,
     "avgpool": _avgpool,
     "global_avgpool": lambda a, x: x.mean(axis=(2, 3), keepdims=True),
-    "add": lambda a, x, y: x + y,
+    **{op: (lambda f: lambda a, *xs: f(*xs))(f) for op, f in BINARY.items()},
+    "sum": lambda a, *xs: np.sum(np.broadcast_arrays(*xs), axis=0),
+    "concat": _concat,
+    "slice": _slice,
+    "pad": _pad_const,
+    "prelu": _prelu,
     "flatten": _flatten,
     "reshape": _reshape,
     "dense": _dense,
     "softmax": _softmax,
 }
+_OPS.update({op: (lambda op: lambda a, x: apply(op, x, a))(op) for op in UNARY if op not in _OPS})

@@ -81,20 +81,85 @@ def maxpool_s8(x, *, kernel, strides, pads, dilations=(1, 1), **_):
 
 
 def avgpool_s8(x, *, kernel, strides, pads, count_include_pad, zp, **_):
-    """zp + round_half_away(sum(x - zp over in-bounds taps) / d); d = KH*KW or the in-bounds count."""
-    pat, mask = _patches(np.asarray(x, np.int64) - zp, kernel[0], kernel[1], strides, pads, (1, 1), 0)
-    s = pat.sum(axis=(3, 4))
-    d = np.full(mask.shape[:2], kernel[0] * kernel[1]) if count_include_pad else mask.sum(axis=(2, 3))
-    y = round_div_away(s, d[None, :, :, None]) + zp
+    """round_half_away(S / d), TensorFlow Lite's AveragePool (and CMSIS-NN's, TFLM's): S is the sum of the raw
+    int8 values over the in-bounds taps (input and output share scale and zero point), plus zp for each
+    padded tap when count_include_pad (a padded real 0 is zp); d = KH*KW then (or without padding), else
+    the in-bounds count. Rounding the raw sum is not rounding the zero-point-relative one: on an exact tie
+    they differ by 1."""
+    pat, mask = _patches(np.asarray(x, np.int64), kernel[0], kernel[1], strides, pads, (1, 1), zp)
+    if count_include_pad:
+        s = pat.sum(axis=(3, 4))  # padded taps hold zp
+        d = np.full(mask.shape[:2], kernel[0] * kernel[1])
+    else:
+        s = (pat * mask[None, :, :, :, :, None]).sum(axis=(3, 4))
+        d = np.maximum(mask.sum(axis=(2, 3)), 1)
+    y = round_div_away(s, d[None, :, :, None])
     return np.clip(y, -128, 127).astype(np.int8)
 
 
-def add_s8(a, b, *, a_zp, b_zp, left_shift, a_mult, a_shift, b_mult, b_shift, out_mult, out_shift, out_zp,
-           act_min, act_max, **_):
-    """TFLite ADD: both inputs to a common scale with a left shift, summed, requantized to the output."""
-    va = requantize((np.asarray(a, np.int64) - a_zp) << left_shift, a_mult, a_shift)
-    vb = requantize((np.asarray(b, np.int64) - b_zp) << left_shift, b_mult, b_shift)
-    return _finish(va + vb, out_mult, out_shift, out_zp, act_min, act_max)
+def add_s8(*xs, zps, mults, shifts, signs, left_shift, out_mult, out_shift, out_zp, act_min, act_max, **_):
+    """TFLite ADD / SUB, n-ary: every input to a common scale with a left shift, summed with its sign,
+    requantized to the output. Inputs broadcast (NHWC, numpy rules; constants have batch 1):
+
+        v_i = requantize((x_i - zp_i) << left_shift, mult_i, shift_i)
+        y   = clamp(requantize(sum_i sign_i v_i, out_mult, out_shift) + out_zp, act_min, act_max)
+    """
+    acc = 0
+    for x, zp, m, sh, sg in zip(xs, zps, mults, shifts, signs):
+        acc = acc + int(sg) * requantize((np.asarray(x, np.int64) - zp) << left_shift, m, sh)
+    return _finish(acc, out_mult, out_shift, out_zp, act_min, act_max)
+
+
+def mul_s8(a, b, *, a_zp, b_zp, out_mult, out_shift, out_zp, act_min, act_max, **_):
+    """TFLite MUL: y = clamp(requantize((a - a_zp) * (b - b_zp), out_mult, out_shift) + out_zp); broadcasting
+    (per-channel scaling (N, 1, 1, C) x (N, H, W, C) of squeeze-excite)."""
+    prod = (np.asarray(a, np.int64) - a_zp) * (np.asarray(b, np.int64) - b_zp)
+    return _finish(prod, out_mult, out_shift, out_zp, act_min, act_max)
+
+
+def lut_s8(x, table, **_):
+    """y = table[x + 128]: an int8 -> int8 function tabulated at build time (quantize.py builds the table)."""
+    return np.asarray(table, np.int8)[np.asarray(x, np.int64) + 128]
+
+
+def prelu_s8(x, alpha, *, in_zp, alpha_zp, pos_mult, pos_shift, neg_mult, neg_shift, out_zp, **_):
+    """TFLite PRELU with per-channel slopes (int8, last axis): v = x - in_zp;
+    y = clamp(out_zp + (v >= 0 ? requantize(v, pos) : requantize(v * (alpha_c - alpha_zp), neg)), -128, 127)."""
+    v = np.asarray(x, np.int64) - in_zp
+    a = np.asarray(alpha, np.int64) - alpha_zp
+    y = np.where(v >= 0, requantize(v, pos_mult, pos_shift), requantize(v * a, neg_mult, neg_shift)) + out_zp
+    return np.clip(y, -128, 127).astype(np.int8)
+
+
+def _rescale(x, zp, mult, shift, out_zp, identity):
+    """TFLite's int8 requantization (the QUANTIZE op from int8 to int8): identity where the scales and zero
+    points agree, else clamp(requantize(x - zp, mult, shift) + out_zp, -128, 127)."""
+    if identity:
+        return np.asarray(x, np.int8)
+    return np.clip(requantize(np.asarray(x, np.int64) - zp, mult, shift) + out_zp, -128, 127).astype(np.int8)
+
+
+def concat_s8(*xs, axis, zps, mults, shifts, identity, out_zp, **_):
+    """Concatenation along NHWC ``axis`` (TFLite CONCATENATION; inputs whose scale or zero point differ from the
+    output's are requantized to it as TFLite's int8 QUANTIZE does)."""
+    return np.concatenate([_rescale(x, zp, m, sh, out_zp, same) for x, zp, m, sh, same in
+                           zip(xs, zps, mults, shifts, identity)], axis=axis)
+
+
+def slice_s8(x, *, axis, start, end, step=1, identity=True, in_zp=0, mult=0, shift=0, out_zp=0, **_):
+    """x[start:end:step] along NHWC ``axis``; requantized (as concat_s8's inputs) where it feeds a concat in
+    another scale."""
+    idx = [slice(None)] * np.ndim(x)
+    idx[axis] = slice(start, end, step)
+    return _rescale(np.asarray(x)[tuple(idx)], in_zp, mult, shift, out_zp, identity)
+
+
+def pad_s8(x, *, pads, channel_pads=(0, 0), value, **_):
+    """Constant pad of an NHWC tensor, (top, left, bottom, right) and (front, back) channels, with the int8
+    ``value`` (the float pad value quantized in the input's scale, which the output keeps)."""
+    t, l, b, r = pads
+    cf, cb = channel_pads
+    return np.pad(np.asarray(x, np.int8), ((0, 0), (t, b), (l, r), (cf, cb)), constant_values=int(value))
 
 
 def clamp_s8(x, *, lo, hi, **_):
@@ -115,8 +180,8 @@ def reshape(x, *, shape, **_):
     return np.asarray(x).reshape((x.shape[0],) + tuple(shape[1:]))
 
 
-OPS = {f.__name__: f for f in (conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, clamp_s8,
-                               softmax_s8, reshape)}
+OPS = {f.__name__: f for f in (conv2d_s8, dwconv2d_s8, dense_s8, maxpool_s8, avgpool_s8, add_s8, mul_s8, lut_s8,
+                               prelu_s8, concat_s8, slice_s8, pad_s8, clamp_s8, softmax_s8, reshape)}
 
 from .ops_binary import OPS as _BINARY_OPS  # noqa: E402
 

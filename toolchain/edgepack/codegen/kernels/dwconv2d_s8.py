@@ -3,12 +3,12 @@ requantization; output channel c reads input channel c // depth_multiplier.
 
 The input channels are processed in blocks so that the accumulators of one output pixel's block stay in a
 small int32 array while the kernel taps are walked: the innermost loop runs over contiguous channels of the
-input, weights, bias and output.
+input, weights, bias and output. Input and output may be strided views (attrs["layout"], codegen/memplan.py).
 """
 
 from tvm.script import tirx as T
 
-from .common import requantize_store
+from .common import extent, requantize_store, view
 
 PARAMS = ["x", "w", "bias", "mult", "shift", "y"]
 CONST = {"x", "w", "bias", "mult", "shift"}
@@ -35,16 +35,19 @@ def template(attrs, shapes):
     CB = max(1, min(C, ACC_WORDS // DM))  # input channels per block
     NB, TAIL = C // CB, C % CB
     reads_x = _any_tap_in_bounds(H, OH, KH, SH, PT, DH) and _any_tap_in_bounds(W, OW, KW, SW, PL, DW)
+    XR, XP = view(attrs, "x", shapes["x"])
+    YR, YP = view(attrs, "y", shapes["y"])
+    NX, NY = extent(shapes["x"], XR, XP), extent(shapes["y"], YR, YP)
 
     @T.macro
     def taps(X, Wt, acc, iy, ix, ky, kx, c0, n):
         if DM == 1:
             for c in range(n):
-                acc[c] = acc[c] + (T.Cast("int32", X[(iy * W + ix) * C + c0 + c]) - in_zp) \
+                acc[c] = acc[c] + (T.Cast("int32", X[iy * XR + ix * XP + c0 + c]) - in_zp) \
                     * T.Cast("int32", Wt[(ky * KW + kx) * CO + c0 + c])
         else:
             for c, m in T.grid(n, DM):
-                acc[c * DM + m] = acc[c * DM + m] + (T.Cast("int32", X[(iy * W + ix) * C + c0 + c]) - in_zp) \
+                acc[c * DM + m] = acc[c * DM + m] + (T.Cast("int32", X[iy * XR + ix * XP + c0 + c]) - in_zp) \
                     * T.Cast("int32", Wt[(ky * KW + kx) * CO + (c0 + c) * DM + m])
 
     @T.macro
@@ -62,19 +65,19 @@ def template(attrs, shapes):
                 for kx in range(KW):
                     taps(X, Wt, acc, oy * SH + ky * DH, ox * SW + kx * DW, ky, kx, c0, n)
         for j in range(n * DM):
-            requantize_store(Y, (oy * OW + ox) * CO + c0 * DM + j, acc[j], M[c0 * DM + j], S[c0 * DM + j], t,
+            requantize_store(Y, oy * YR + ox * YP + c0 * DM + j, acc[j], M[c0 * DM + j], S[c0 * DM + j], t,
                              out_zp, lo, hi)
 
     @T.prim_func
     def kernel(x: T.handle("int8"), w: T.handle("int8"), bias: T.handle("int32"), mult: T.handle("int32"),
                shift: T.handle("int32"), y: T.handle("int8")):
         T.func_attr({"tirx.noalias": True})
-        X = T.decl_buffer((H * W * C,), "int8", data=x)
+        X = T.decl_buffer((NX,), "int8", data=x)
         Wt = T.decl_buffer((KH * KW * CO,), "int8", data=w)
         B = T.decl_buffer((CO,), "int32", data=bias)
         M = T.decl_buffer((CO,), "int32", data=mult)
         S = T.decl_buffer((CO,), "int32", data=shift)
-        Y = T.decl_buffer((OH * OW * CO,), "int8", data=y)
+        Y = T.decl_buffer((NY,), "int8", data=y)
         if not reads_x:  # every window lies in the padding: y depends on the bias only
             T.evaluate(T.call_extern("int32", "(void)", x))
             T.evaluate(T.call_extern("int32", "(void)", w))
