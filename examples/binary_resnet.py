@@ -19,12 +19,13 @@ ingredient to the row before it (the first four re-measure the issue's table). I
 error), the distance of the default recipe to float, and writes results.json and binary_resnet.png to --out.
 Trained models are cached in --out/runs (a rerun with more seeds or rows trains only what is missing).
 
-The last row is binarize()'s default recipe (``defaults``: the measured best). Its best model (the highest test
-accuracy among the ReCU seeds of the widest width) is exported with export_ready(), built for --board with
+Row "distill" is binarize()'s default recipe (RECIPE, the measured best) trained by train_binary() from the float
+weights with the float model as teacher. Widths in --ablation-widths (default 16) train every row, the others
+the recipe row only. The recipe's best model (the highest test accuracy among the ReCU seeds of the widest width) is exported with export_ready(), built for --board with
 ``--weights binary`` (its trained binary layers are kept) and scored from the emulator's and the host's
 outputs, which must be equal bit for bit.
 
---quick: width 8, one seed, 1 epoch, rows "defaults" only, 2,000 training images (for a smoke test).
+--quick: width 8, one seed, 1 epoch, the recipe row only, 2,000 training images (for a smoke test).
 
 Measured: see the table in README.md ("Binary networks") and results.json; the command that measured it is
 ``OMP_NUM_THREADS=1 python examples/binary_resnet.py``.
@@ -93,22 +94,24 @@ def relu_to_hardtanh(model):
 
 OLD_DEFAULTS = dict(quantile="empirical", act_grad="clipped", scale="closed", act_norm=False, act_threshold="none")
 OFFICIAL = dict(quantile="laplace", act_grad="approxsign", scale="closed", act_norm=True)
-# row -> (description, binarize() options, relu->hardtanh, float init, distillation, two-step fraction)
+# binarize()'s defaults: the recipe this script measured best (row RECIPE_ROW passes no options)
+RECIPE = dict(method="recu", **OFFICIAL, act_threshold="learned", standardize=None, clamp=None, rprelu=False)
+RECIPE_ROW = "distill"
+# row -> (description, binarize() options, relu->hardtanh, float init, distillation, two-step fraction); each row
+# adds one ingredient to the row before it, "two-step" and "rprelu" each add theirs to the recipe
 ROWS = {
     "documented": ("binarize(model) with the previous defaults (no threshold)", OLD_DEFAULTS, False, False, False,
                    0.0),
     "hardtanh": ("same, ReLUs replaced by hardtanh by hand", OLD_DEFAULTS, True, False, False, 0.0),
     "rsign": ("learned threshold (RSign), previous ReCU options", dict(OLD_DEFAULTS, act_threshold="learned"),
               False, False, False, 0.0),
-    "official": ("RSign + official ReCU options (laplace, approxsign, act_norm)",
-                 dict(OFFICIAL, act_threshold="learned"), False, False, False, 0.0),
-    "float init": ("+ start from the trained float weights", dict(OFFICIAL, act_threshold="learned"), False, True,
-                   False, 0.0),
-    "distill": ("+ distillation from the float model (KL on logits)", dict(OFFICIAL, act_threshold="learned"),
-                False, True, True, 0.0),
-    "two-step": ("+ two-step schedule (half the epochs real weights)", dict(OFFICIAL, act_threshold="learned"),
-                 False, True, True, 0.5),
-    "defaults": ("binarize() defaults + float init + distillation (the recipe)", {}, False, True, True, 0.0),
+    "official": ("RSign + official ReCU options (laplace, approxsign, act_norm) = binarize() defaults", {},
+                 False, False, False, 0.0),
+    "float init": ("+ start from the trained float weights", {}, False, True, False, 0.0),
+    "distill": ("+ distillation from the float model (KL on logits): the recipe", {}, False, True, True, 0.0),
+    "two-step": ("recipe + two-step schedule (half the epochs real weights)", {}, False, True, True, 0.5),
+    "rprelu": ("recipe + RPReLU in place of the ReLUs before binary convs", dict(rprelu=True), False, True, True,
+               0.0),
 }
 
 
@@ -181,7 +184,7 @@ def plot(results, widths, rows, path):
         t = results["tables"][str(c)]
         y = np.arange(len(rows))
         for k, (meth, col) in enumerate((("recu", "tab:blue"), ("ste", "tab:orange"))):
-            vals = [100 * t[r][meth]["mean"] if meth in t[r] else np.nan for r in rows]
+            vals = [100 * t[r][meth]["mean"] if r in t and meth in t[r] else np.nan for r in rows]
             ax.barh(y + (k - 0.5) * 0.38, vals, height=0.38, color=col, label="ReCU" if meth == "recu" else "STE")
         ax.axvline(100 * t["float"]["mean"], color="k", ls="--", lw=1, label="float")
         ax.set_yticks(y, rows)
@@ -236,13 +239,15 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=None, help="default: all, in order")
     ap.add_argument("--methods", nargs="+", choices=["recu", "ste"], default=["recu", "ste"])
+    ap.add_argument("--ablation-widths", type=int, nargs="*", default=[16],
+                    help="widths that train every row (the others: the recipe row only)")
     ap.add_argument("--board", default="cortex-m7", help="build the best default-recipe model ('' to skip)")
-    ap.add_argument("--quick", action="store_true", help="width 8, 1 seed, 1 epoch, 2,000 images, row defaults")
+    ap.add_argument("--quick", action="store_true", help="width 8, 1 seed, 1 epoch, 2,000 images, the recipe row")
     a = ap.parse_args(argv)
     a.widths = a.widths or ([8] if a.quick else [16, 32])
     a.epochs = a.epochs or (1 if a.quick else 10)
     n_seeds = a.seeds or (1 if a.quick else 3)
-    rows = a.rows or (["defaults"] if a.quick else list(ROWS))
+    rows = a.rows or ([RECIPE_ROW] if a.quick else list(ROWS))
     seeds = list(range(a.seed, a.seed + n_seeds))
     out = Path(a.out)
     cache = out / "runs"
@@ -256,8 +261,10 @@ def main(argv=None):
                "train_images": len(xtr), "rows": {r: ROWS[r][0] for r in rows}, "runs": [], "tables": {}}
     best = (-1.0, None, None)
     t_all = time.time()
+    deploy_row = RECIPE_ROW if RECIPE_ROW in rows else rows[-1]
     for c in a.widths:
-        acc = {r: {m: [] for m in a.methods} for r in rows}
+        c_rows = rows if (c in a.ablation_widths or a.quick) else [r for r in rows if r == deploy_row]
+        acc = {r: {m: [] for m in a.methods} for r in c_rows}
         acc_float = []
         for seed in seeds:
             fpt = cache / f"w{c}_s{seed}_float_e{a.epochs}.pt"
@@ -270,17 +277,17 @@ def main(argv=None):
                 torch.save(teacher.state_dict(), fpt)
             acc_float.append(accuracy(float_logits(teacher, xte), yte))
             print(f"width {c} seed {seed} float: {acc_float[-1]:.4f}", flush=True)
-            for r in rows:
+            for r in c_rows:
                 for meth in a.methods:
                     m, rec = run_one(r, meth, c, seed, teacher, data, a, cache)
                     acc[r][meth].append(rec["acc"])
                     results["runs"].append(rec)
                     print(f"width {c} seed {seed} {r:11s} {meth:4s}: {rec['acc']:.4f} ({rec['train_s']} s)",
                           flush=True)
-                    if r == rows[-1] and meth == "recu" and c == max(a.widths) and rec["acc"] > best[0]:
+                    if r == deploy_row and meth == "recu" and c == max(a.widths) and rec["acc"] > best[0]:
                         best = (rec["acc"], m, rec)
         tab = {"float": {"mean": float(np.mean(acc_float)), "per_seed": acc_float}}
-        for r in rows:
+        for r in c_rows:
             tab[r] = {m: {"mean": float(np.mean(v)), "per_seed": v} for m, v in acc[r].items()}
             if {"recu", "ste"} <= set(acc[r]):
                 d, se = paired(acc[r]["recu"], acc[r]["ste"])
@@ -294,7 +301,7 @@ def main(argv=None):
         print(f"\nwidth {c}: test accuracy (%) on 1,000 images, mean of seeds {seeds}; float "
               f"{100 * tab['float']['mean']:.2f}")
         print(f"  {'row':11s} {'ReCU':>7s} {'STE':>7s}  ReCU - STE (paired, +- s.e.)  ReCU - float")
-        for r in rows:
+        for r in [r for r in rows if r in tab]:
             t = tab[r]
             cell = lambda m: f"{100 * t[m]['mean']:7.2f}" if m in t else "      -"  # noqa: E731
             diff = (f"{100 * t['recu_minus_ste']['mean']:+6.2f} +- {100 * t['recu_minus_ste']['se']:.2f}"
@@ -307,7 +314,7 @@ def main(argv=None):
         res = deploy(best[1], out, a.board, xtr, xte, yte)
         res.update(width=best[2]["width"], seed=best[2]["seed"], row=best[2]["row"], acc_pytorch=best[0])
         results["deployed"] = res
-        print(f"\ndeployed ({rows[-1]}, width {res['width']}, seed {res['seed']}): PyTorch {100 * best[0]:.2f} %, "
+        print(f"\ndeployed ({deploy_row}, width {res['width']}, seed {res['seed']}): PyTorch {100 * best[0]:.2f} %, "
               + ", ".join(f"{on} {100 * res[f'acc_{on}']:.2f} %" for on in ("emulator", "host") if f"acc_{on}" in res)
               + f"; emulator == host bit for bit: {res['emulator_equals_host']}; flash {res['flash_bytes']} B, "
               f"RAM {res['ram_bytes']} B" + (f", {res['instructions_per_inference']:.0f} instructions per inference"

@@ -86,7 +86,9 @@ from mnist_common import accuracy, float_logits, mnist5k  # noqa: E402
 from edgepack.compress.binarize_recu import binarize, binary_layers, export_ready, train_binary  # noqa: E402
 
 # the ReCU options used unless given on the command line (see the module docstring)
-DEFAULT_RECU = {"quantile": "laplace", "act_grad": "approxsign", "scale": "closed", "act_norm": True}
+DEFAULT_RECU = {"quantile": "laplace", "act_grad": "approxsign", "scale": "closed", "act_norm": True,
+                "act_threshold": "learned"}  # binarize()'s defaults
+ACT_PATH = ("act_grad", "act_norm", "act_threshold", "scale")  # shared by ReCU and STE: one recipe
 
 
 class BinaryNet(nn.Module):
@@ -112,12 +114,15 @@ class BinaryNet(nn.Module):
 
 def make(kind, c, seed, recu_opts=None):
     """The float / ReCU / STE model for one seed. ``recu_opts``: binarize() options of the ReCU model (quantile,
-    act_grad, scale, act_norm); the STE model takes none (plain BNN / XNOR-Net baseline)."""
+    act_grad, scale, act_norm, act_threshold); the STE model shares the activation path and the scale (ACT_PATH),
+    without ReCU's own weight parts (standardization, quantile clamp, tau)."""
     torch.manual_seed(seed)  # identical initial latent weights for all three models
     m = BinaryNet(c, float_act=(kind == "float"))
     names = []
     if kind != "float":
-        opts = dict(recu_opts or {}) if kind == "recu" else {}
+        opts = dict(recu_opts or {})
+        if kind == "ste":
+            opts = {k: v for k, v in opts.items() if k in ACT_PATH}
         _, names = binarize(m, method=kind, example_input=torch.zeros(1, 1, 28, 28), **opts)
     return m, names
 
@@ -143,6 +148,8 @@ def main(argv=None):
                     help="ReCU's per-channel alpha: closed form mean|w'| or a learned parameter")
     ap.add_argument("--act-norm", action=argparse.BooleanOptionalAction, default=DEFAULT_RECU["act_norm"],
                     help="ReCU: divide activations by their per-sample std in training (official code)")
+    ap.add_argument("--act-threshold", choices=["learned", "none"], default=DEFAULT_RECU["act_threshold"],
+                    help="learned per-channel threshold before each sign (RSign), or plain sign(x)")
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--seeds", type=int, default=None,
                     help="train every model with seeds seed .. seed+N-1 (default 3; 1 with --quick)")
@@ -158,7 +165,8 @@ def main(argv=None):
     seeds = list(range(a.seed, a.seed + n_seeds))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    recu_opts = {"quantile": a.quantile, "act_grad": a.act_grad, "scale": a.scale, "act_norm": a.act_norm}
+    recu_opts = {"quantile": a.quantile, "act_grad": a.act_grad, "scale": a.scale, "act_norm": a.act_norm,
+                 "act_threshold": a.act_threshold}
 
     xtr, ytr, xte, yte = mnist5k()
     if a.quick:
@@ -169,7 +177,8 @@ def main(argv=None):
     kinds = a.only or ["float", "recu", "ste"]
     results = {"epochs": epochs, "batch": a.batch, "lr": a.lr, "width": a.width, "seeds": seeds,
                "train_images": len(xtr_fit), "tau": [a.tau_start, a.tau_end], "recu": recu_opts,
-               "ste": "sign + clipped STE, alpha_c = mean|w| (BNN / XNOR-Net)", "optimizer": "Adam, cosine LR",
+               "ste": {"weights": "sign(w), alpha_c = mean|w| (BNN / XNOR-Net), identity STE",
+                       **{k: recu_opts[k] for k in ACT_PATH}}, "optimizer": "Adam, cosine LR",
                "acc_per_seed": {k: [] for k in kinds}, "train_s_per_seed": {k: [] for k in kinds}}
     recu_first = None
     t_all = time.time()
@@ -211,7 +220,7 @@ def main(argv=None):
         provenance.record(out / "mnist_binary.pt2", {
             "method": "ReCU binarization", "paper": "Xu et al., ICCV 2021", "binary_layers": results["binary_layers"],
             "seed": seeds[0], "epochs": epochs, "tau": [a.tau_start, a.tau_end], "quantile": a.quantile,
-            "act_grad": a.act_grad, "scale": a.scale, "act_norm": a.act_norm,
+            "act_grad": a.act_grad, "scale": a.scale, "act_norm": a.act_norm, "act_threshold": a.act_threshold,
             "test_acc_pytorch": results["acc"]["recu_export"]})
         print(f"wrote {out / 'mnist_binary.pt2'} (ReCU, seed {seeds[0]}; binary layers: "
               f"{', '.join(results['binary_layers'])})")

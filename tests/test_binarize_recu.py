@@ -215,16 +215,24 @@ def test_approxsign_layer_gradient(act_norm):
         assert torch.equal(m(x), y_eval)
 
 
-def test_new_options_are_recu_only():
-    for kw in (dict(act_grad="approxsign"), dict(scale="learned"), dict(act_norm=True)):
+def test_options_are_checked_and_ste_has_no_recu_parts():
+    # STE shares the activation path (act_grad, act_norm, threshold, scale) so that ReCU vs STE compares ReCU's
+    # own weight parts on one recipe; those parts (standardization, clamp) are refused for STE
+    for kw in (dict(standardize=True), dict(clamp=True)):
         with pytest.raises(ValueError):
             BinaryConv2d(2, 2, 3, method="ste", **kw)
         with pytest.raises(ValueError):
             binarize(Net(), method="ste", example_input=X, **kw)
+    m = BinaryConv2d(2, 2, 3, method="ste", act_grad="approxsign", act_norm=True, act_threshold="learned")
+    assert (m.standardize, m.clamp) == (False, False)
+    r = BinaryConv2d(2, 2, 3, method="recu", clamp=False)
+    assert (r.standardize, r.clamp) == (True, False)
     with pytest.raises(ValueError):
         BinaryLinear(2, 2, act_grad="tanh")
     with pytest.raises(ValueError):
         BinaryLinear(2, 2, scale="mean")
+    with pytest.raises(ValueError):
+        BinaryLinear(2, 2, act_threshold="fixed")
 
 
 def test_learned_alpha_parameter_and_gradient():

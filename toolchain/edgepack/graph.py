@@ -433,7 +433,7 @@ def infer_shapes(g: Graph, source: str = "model"):
         elif n.op == "sign":
             if len(n.inputs) > 1:
                 t = g.tensors[n.inputs[1]]
-                if not t.is_const or not per_channel_shape(t.shape, x):
+                if not t.is_const or not (tuple(t.shape) == (x[1],) or per_channel_shape(t.shape, x)):
                     raise EdgepackError(f"{source}: node '{n.name}' (sign): the threshold {tuple(t.shape)} must be a "
                                         f"constant per channel of the input {tuple(x)} (one value, or one per channel)")
             out = x

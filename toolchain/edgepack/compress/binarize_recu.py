@@ -21,7 +21,7 @@ method="recu" (what the paper does to the latent float weights w of one layer, o
    bounds are constants for autograd, like the official ``.detach()``), so a fraction 1 - tau of the
    weights sits at each bound. The "dead weights" of the paper are these tail weights: their magnitude is
    so large that their sign practically never flips; clamping them moves them to the quantiles.
-   ``quantile="empirical"`` (default) uses the exact sample quantiles (linear interpolation, as
+   ``quantile="empirical"`` (the layers' constructor default) uses the exact sample quantiles (linear interpolation, as
    ``torch.quantile``); ``quantile="laplace"`` uses the paper's Laplace estimate, as the official code does:
        Q(tau) = -b * ln(2 - 2*tau),  Q(1 - tau) = -Q(tau),  b = mean |w_hat| (the Laplace scale's MLE).
 3. tau grows over training on the paper's exponential schedule (``TauSchedule``), from tau_start = 0.85 to
@@ -44,8 +44,8 @@ method="recu" (what the paper does to the latent float weights w of one layer, o
    The weight sign has the identity straight-through estimator, d sign(w')/d w' = 1 (the official
    ``BinaryQuantize``); the clamp itself passes no gradient outside [Q(1-tau), Q(tau)].
 5. Activations: x_b = sign(a0) (forward: sign(x), always), with one of two gradient estimators (``act_grad``)
-   - ``act_grad="clipped"`` (default): d x_b/d a0 = 1{|a0| <= 1} (BNN's clipped STE, hardtanh's gradient);
-   - ``act_grad="approxsign"`` (Bi-Real's ApproxSign, what the official code uses):
+   - ``act_grad="clipped"`` (the layers' constructor default): d x_b/d a0 = 1{|a0| <= 1} (BNN's clipped STE, hardtanh's gradient);
+   - ``act_grad="approxsign"`` (Bi-Real's ApproxSign, what the official code uses; binarize()'s default):
          d x_b/d a0 = max(0, 2 - 2|a0|)
      (the derivative of the piecewise quadratic F(a) = 2a - a|a| for |a| <= 1, sign(a) outside; zero for
      |a0| >= 1, 2 at a0 = 0).
@@ -62,16 +62,32 @@ method="recu" (what the paper does to the latent float weights w of one layer, o
    does not see.
 
 Faithful official recipe: ``method="recu", quantile="laplace", scale="learned", act_grad="approxsign",
-act_norm=True`` with the exponential tau schedule 0.85 -> 0.99. The defaults (empirical quantiles, closed
-alpha, clipped STE, no act_norm) are kept for compatibility; all of these are options of method="recu" only.
-examples/mnist_binary.py compares the variants with the STE baseline over several seeds (its docstring has the
-numbers: on that small task none of them beats STE beyond noise).
+act_norm=True`` with the exponential tau schedule 0.85 -> 0.99. :func:`binarize`'s defaults are that recipe
+with the closed-form alpha, plus a learned per-channel threshold before every sign (6. below): the best
+measured on an ordinary conv-BN-ReLU residual CNN (examples/binary_resnet.py, table in its docstring and the
+README). ReCU's own parts stay separately switchable (``standardize=False``, ``clamp=False``; tau only acts
+through the clamp).
+
+6. Activation threshold (``act_threshold="learned"``, ReActNet's RSign, Liu et al., ECCV 2020): the binary
+   input is sign(x - b_c), b_c one learned parameter per input channel, initialised from the data (the mean
+   of channel c over the first training batch, :func:`init_thresholds`; ``train_binary`` does it). A binary
+   layer fed by a ReLU (or any non-negative op) would otherwise see sign(x) = +1 everywhere and learn
+   nothing; with ``act_threshold="none"`` :func:`binarize` warns, naming the layer. The threshold exports as a
+   constant add before the sign, which the importer turns into one integer threshold per channel (the int8
+   binarize kernel compares q >= zp + ceil(b_c / s); between two binary layers it folds into the previous
+   layer's popcount threshold), and a ReLU in front of a threshold inside its range is dropped
+   (sign(relu(y) - b) = sign(y - b) for b > 0): exact and free at inference.
 
 method="ste" (the BNN / XNOR-Net baseline): w_b = alpha_c * sign(w), alpha_c = mean_i |w_{c,i}|, identity STE
-for the weight sign, the same clipped STE for activations; no standardization, no clamp, no tau.
+for the weight sign; no standardization, no clamp, no tau. It takes the same activation path options
+(act_grad, act_norm, act_threshold, scale) as ReCU, so that ReCU against STE compares ReCU's own weight parts on
+one recipe.
 
-Deployment: ``export_ready(model)`` materialises each binary layer as ``F.conv2d(torch.sign(x), W, b)`` (or
-``F.linear``) with W a constant whose entries are exactly +alpha_c or -alpha_c, which is the pattern the
+Training (:func:`train_binary`): Adam with a cosine (or one-cycle) LR schedule, optionally distillation from
+the float model (``teacher=``, :func:`distill_loss`) and the two-step schedule (``two_step=``).
+
+Deployment: ``export_ready(model)`` materialises each binary layer as ``F.conv2d(torch.sign(x + shift), W, b)``
+(or ``F.linear``; shift = -b_c, left out without a threshold) with W a constant whose entries are exactly +alpha_c or -alpha_c, which is the pattern the
 edgepack importer recognises as a binary layer.
 """
 
@@ -88,7 +104,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "DeadBinaryInputWarning", "TauSchedule", "act_std_norm", "binarize",
+__all__ = ["BinaryConv2d", "BinaryLinear", "DeadBinaryInputWarning", "RPReLU", "TauSchedule", "act_std_norm", "binarize",
            "binary_layers", "distill_loss", "export_ready", "init_thresholds", "quantile_clamp", "set_tau",
            "sign_approx", "sign_ste", "standardize_weight", "train_binary"]
 
@@ -505,10 +521,68 @@ def _nonnegative_feeders(model: nn.Module, names: list) -> dict | None:
     return out
 
 
+class RPReLU(nn.Module):
+    """ReActNet's RPReLU (Liu et al., ECCV 2020): y = PReLU_c(x - gamma_c) + zeta_c, per channel c (axis 1),
+    gamma and zeta learned (start at 0), the PReLU slope learned (starts at ``slope``). :func:`binarize` with
+    ``rprelu=True`` puts it in place of each nn.ReLU module that feeds a binary layer, so the tensor a binary
+    layer (and the residual path beside it) reads is signed and shifted per channel."""
+
+    def __init__(self, channels: int, slope: float = 0.25):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(channels))
+        self.zeta = nn.Parameter(torch.zeros(channels))
+        self.prelu = nn.PReLU(channels, init=slope)
+
+    def _view(self, v, x):
+        return v.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+    def forward(self, x):
+        return self.prelu(x - self._view(self.gamma, x)) + self._view(self.zeta, x)
+
+
+class DeployRPReLU(nn.Module):
+    """Exported RPReLU: ``F.prelu(x + shift_in, slope) + shift_out`` with constant buffers (shift_in = -gamma,
+    shift_out = zeta): adds of a constant and a PReLU, which the importer reads as such (an add right before
+    a sign becomes the sign's threshold)."""
+
+    def __init__(self, m: RPReLU):
+        super().__init__()
+        shape = (1, -1, 1, 1)
+        self.register_buffer("shift_in", (-m.gamma.detach().clone()).reshape(shape))
+        self.register_buffer("shift_out", m.zeta.detach().clone().reshape(shape))
+        self.register_buffer("slope", m.prelu.weight.detach().clone())
+
+    def forward(self, x):
+        return F.prelu(x + self.shift_in, self.slope) + self.shift_out
+
+
+def _relu_modules_feeding(model: nn.Module, names: list) -> dict:
+    """nn.ReLU modules whose output a binary-layer candidate in ``names`` reads (through pooling / dropout /
+    identity only): ReLU name -> channel count (the conv's in_channels). Found by tracing with torch.fx; {} when
+    the model cannot be traced. Linear layers are left out (their input is flattened)."""
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception:
+        return {}
+    mods = dict(model.named_modules())
+    out = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target not in names or not isinstance(mods[node.target], nn.Conv2d):
+            continue
+        src = node.args[0] if node.args else None
+        while isinstance(src, torch.fx.Node) and src.op == "call_module" and isinstance(
+                mods.get(src.target), (nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity)):
+            src = src.args[0]
+        if isinstance(src, torch.fx.Node) and src.op == "call_module" and type(mods.get(src.target)) is nn.ReLU:
+            out[src.target] = mods[node.target].in_channels
+    return out
+
+
 def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu",
              skip: Iterable[str] | None = None, example_input=None, tau: float = 0.85,
              quantile: str = "laplace", act_grad: str = "approxsign", scale: str = "closed",
-             act_norm: bool = True, act_threshold: str = "learned", standardize=None, clamp=None):
+             act_norm: bool = True, act_threshold: str = "learned", standardize=None, clamp=None,
+             rprelu: bool = False):
     """Replace the model's nn.Conv2d / nn.Linear modules by BinaryConv2d / BinaryLinear in place.
 
     Weights and biases are copied. With ``first_last_int8`` (default) the first and the last layer stay full
@@ -532,6 +606,9 @@ def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu
     ``clamp``: the layers' options (module docstring). ``method="ste"`` is the sign(w) baseline on the same
     activation path (ReCU's own standardization and clamp off); ``standardize`` / ``clamp`` switch ReCU's
     parts off one at a time (default: on for ReCU).
+
+    ``rprelu``: each nn.ReLU module that feeds a binary conv becomes :class:`RPReLU` (ReActNet), built as a
+    PReLU and adds of a constant; off by default (examples/binary_resnet.py measures it).
 
     Returns ``(model, names)`` with the names of the binarized modules, in the order used.
     """
@@ -557,10 +634,14 @@ def binarize(model: nn.Module, first_last_int8: bool = True, method: str = "recu
                           "everywhere and the layer gets no information; keep act_threshold='learned' (the "
                           "default) or feed it a signed tensor (e.g. drop that ReLU)", DeadBinaryInputWarning,
                           stacklevel=2)
+    relus = _relu_modules_feeding(model, chosen) if rprelu else {}
     for name in chosen:
         m = model.get_submodule(name)
         cls = BinaryConv2d if isinstance(m, nn.Conv2d) else BinaryLinear
         _set_submodule(model, name, cls.from_float(m, **opts))
+    for name, c in relus.items():
+        w = next(model.parameters())
+        _set_submodule(model, name, RPReLU(c).to(device=w.device, dtype=w.dtype))
     return model, chosen
 
 
@@ -830,6 +911,9 @@ def export_ready(model: nn.Module) -> nn.Module:
     weights -> bias. ``model`` itself is left unchanged."""
     dep = copy.deepcopy(model).eval()
     for name, m in list(dep.named_modules()):
+        if isinstance(m, RPReLU):
+            _set_submodule(dep, name, DeployRPReLU(m))
+            continue
         if not isinstance(m, _BINARY):
             continue
         if not m.binary_weights:
