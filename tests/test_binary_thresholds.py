@@ -3,6 +3,7 @@ warning names the layer when that fix is off, the threshold exports as an exact 
 binarized conv-BN-ReLU residual net runs bit for bit on host and the cortex-m7 emulator."""
 
 import inspect
+import json
 import warnings
 
 import numpy as np
@@ -130,6 +131,10 @@ def test_thresholds_export_exactly(tmp_path, mnist):
     # one per sign (each with its own thresholds): block 0's conv1 and shortcut read the stem, block 1's read
     # block 0's sum, block 2's conv1 reads block 1's sum; conv1 -> conv2 inside a block passes bits
     assert ops.count("binarize_s8") == 5 and ops.count("bconv2d_b1") == 3
+    card = json.loads((tmp_path / "out" / "quantization_card.json").read_text())
+    bins = [lay for lay in card["layers"] if lay["op"] == "binarize_s8"]
+    assert len(bins) == 5 and all(lay["sign_threshold"] == "per-channel (learned)" and lay["output_bits"] == 1
+                                  for lay in bins)
     y_ref, raw_ref = run(tmp_path / "out", xte[:40], on="reference")
     y_host, raw_host = run(tmp_path / "out", xte[:40], on="host")
     assert np.array_equal(raw_ref, raw_host)

@@ -82,9 +82,9 @@ def layer_rows(q, report) -> list:
         y = q.tensors[n.outputs[0]]
         row = {"name": n.name, "op": n.op, "kernel": rep[n.name]["kernel"], "macs": rep[n.name]["macs"],
                "input_bits": 1 if n.op.startswith("bconv") else 8,
-               "output_bits": 1 if n.op == "bconv2d_b1" else 8,
+               "output_bits": 1 if n.op in ("bconv2d_b1", "binarize_s8") else 8,
                "activations": "asymmetric int8, per-tensor scale and zero point"
-               if n.op != "bconv2d_b1" else "1 bit (sign), packed 32 channels per word",
+               if n.op not in ("bconv2d_b1", "binarize_s8") else "1 bit (sign), packed 32 channels per word",
                "input_zero_point": x.quant.zero_point if x.quant else None,
                "output_zero_point": y.quant.zero_point if y.quant else None,
                "fused_activation": n.attrs.get("fused_activation"), "folded_batchnorm": n.attrs.get("folded_bn")}
@@ -96,6 +96,8 @@ def layer_rows(q, report) -> list:
                         else "folded into per-channel integer thresholds"})
             if rep[n.name].get("sparse_note"):
                 row["sparse_note"] = rep[n.name]["sparse_note"]
+        if n.op == "binarize_s8":
+            row["sign_threshold"] = n.attrs.get("threshold")  # int16 per channel: bit = q < zp + ceil(b_c / s)
         if n.op == "lut_s8":
             row.update({"function": n.attrs.get("function"), "output_quantization": n.attrs.get("output_quant"),
                         "fused_ops": n.attrs.get("fused_nodes")})

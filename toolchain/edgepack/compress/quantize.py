@@ -354,7 +354,8 @@ def _quantize(g, calib, per_channel, weight_formats, current):
             t = _sign_threshold(g, n, c)
             # x - t >= 0 <=> s (q - zp) >= t <=> q >= zp + ceil(t / s): bit 1 (-1) where q < that
             tq = np.clip(iq.zero_point + np.ceil(t.astype(np.float64) / iq.scale), -128, 128).astype(np.int16)
-            q.add_node("binarize_s8", n.name, [x, q.add_const(f"{n.name}_thresh", tq)], [pname], channels=c)
+            q.add_node("binarize_s8", n.name, [x, q.add_const(f"{n.name}_thresh", tq)], [pname], channels=c,
+                       threshold="per-channel (learned)" if np.any(t != 0) else "zero (plain sign)")
             continue
         if n.op in ("flatten", "reshape") and x in packed:
             alias[out] = x  # packed bits stay (1, H, W, Cw); the binary dense reads them as a full-size window
