@@ -3,6 +3,7 @@ ingredient, and the best model built for cortex-m7 with --weights binary.
 
     python examples/binary_resnet.py [--out build/binary_resnet] [--widths 16 32] [--seeds 3] [--epochs 10]
                                      [--rows ROW ...] [--methods recu ste] [--board cortex-m7] [--quick]
+                                     [--ablation-widths W ...] [--ablation-seeds N]
 
 The network (ResNet below) is a user's residual CNN, not one designed for binarization: conv-BN-ReLU stem,
 three basic blocks (conv-BN-ReLU-conv-BN + shortcut, ReLU; the first two with stride 2 and a 1x1 conv + BN
@@ -112,7 +113,15 @@ ROWS = {
     "two-step": ("recipe + two-step schedule (half the epochs real weights)", {}, False, True, True, 0.5),
     "rprelu": ("recipe + RPReLU in place of the ReLUs before binary convs", dict(rprelu=True), False, True, True,
                0.0),
+    # ReCU's own parts and the activation normalisation switched off one at a time on the recipe (STE has none of
+    # the first two: its rows equal the recipe's STE)
+    "no clamp": ("recipe without ReCU's quantile clamp (and so without tau)", dict(clamp=False), False, True, True,
+                 0.0),
+    "no standardize": ("recipe without ReCU's weight standardization", dict(standardize=False), False, True, True,
+                       0.0),
+    "no act_norm": ("recipe without the activation normalisation", dict(act_norm=False), False, True, True, 0.0),
 }
+DEFAULT_ROWS = ["documented", "hardtanh", "rsign", "official", "float init", "distill", "two-step", "rprelu"]
 
 
 def train_float(c, seed, xtr, ytr, epochs, batch, lr):
@@ -237,17 +246,19 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="default 10")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=None, help="default: all, in order")
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=None, help="default: the ingredient rows, in order")
     ap.add_argument("--methods", nargs="+", choices=["recu", "ste"], default=["recu", "ste"])
     ap.add_argument("--ablation-widths", type=int, nargs="*", default=[16],
                     help="widths that train every row (the others: the recipe row only)")
+    ap.add_argument("--ablation-seeds", type=int, default=None,
+                    help="seeds for the rows other than the recipe row (default: all seeds)")
     ap.add_argument("--board", default="cortex-m7", help="build the best default-recipe model ('' to skip)")
     ap.add_argument("--quick", action="store_true", help="width 8, 1 seed, 1 epoch, 2,000 images, the recipe row")
     a = ap.parse_args(argv)
     a.widths = a.widths or ([8] if a.quick else [16, 32])
     a.epochs = a.epochs or (1 if a.quick else 10)
     n_seeds = a.seeds or (1 if a.quick else 3)
-    rows = a.rows or ([RECIPE_ROW] if a.quick else list(ROWS))
+    rows = a.rows or ([RECIPE_ROW] if a.quick else DEFAULT_ROWS)
     seeds = list(range(a.seed, a.seed + n_seeds))
     out = Path(a.out)
     cache = out / "runs"
@@ -278,6 +289,8 @@ def main(argv=None):
             acc_float.append(accuracy(float_logits(teacher, xte), yte))
             print(f"width {c} seed {seed} float: {acc_float[-1]:.4f}", flush=True)
             for r in c_rows:
+                if r != deploy_row and a.ablation_seeds is not None and seeds.index(seed) >= a.ablation_seeds:
+                    continue
                 for meth in a.methods:
                     m, rec = run_one(r, meth, c, seed, teacher, data, a, cache)
                     acc[r][meth].append(rec["acc"])
@@ -288,26 +301,28 @@ def main(argv=None):
                         best = (rec["acc"], m, rec)
         tab = {"float": {"mean": float(np.mean(acc_float)), "per_seed": acc_float}}
         for r in c_rows:
-            tab[r] = {m: {"mean": float(np.mean(v)), "per_seed": v} for m, v in acc[r].items()}
-            if {"recu", "ste"} <= set(acc[r]):
+            tab[r] = {m: {"mean": float(np.mean(v)), "per_seed": v} for m, v in acc[r].items() if v}
+            if {"recu", "ste"} <= set(tab[r]):
                 d, se = paired(acc[r]["recu"], acc[r]["ste"])
                 tab[r]["recu_minus_ste"] = {"mean": d, "se": se}
-            if "recu" in acc[r]:
-                tab[r]["recu_minus_float"] = tab[r]["recu"]["mean"] - tab["float"]["mean"]
+            if "recu" in tab[r]:  # against the float models of the same seeds
+                n = len(acc[r]["recu"])
+                tab[r]["recu_minus_float"] = tab[r]["recu"]["mean"] - float(np.mean(acc_float[:n]))
         results["tables"][str(c)] = tab
     results["train_total_s"] = round(time.time() - t_all, 1)
     for c in a.widths:
         tab = results["tables"][str(c)]
         print(f"\nwidth {c}: test accuracy (%) on 1,000 images, mean of seeds {seeds}; float "
               f"{100 * tab['float']['mean']:.2f}")
-        print(f"  {'row':11s} {'ReCU':>7s} {'STE':>7s}  ReCU - STE (paired, +- s.e.)  ReCU - float")
+        print(f"  {'row':11s} {'seeds':>5s} {'ReCU':>7s} {'STE':>7s}  ReCU - STE (paired, +- s.e.)  ReCU - float")
         for r in [r for r in rows if r in tab]:
             t = tab[r]
             cell = lambda m: f"{100 * t[m]['mean']:7.2f}" if m in t else "      -"  # noqa: E731
             diff = (f"{100 * t['recu_minus_ste']['mean']:+6.2f} +- {100 * t['recu_minus_ste']['se']:.2f}"
                     if "recu_minus_ste" in t else "")
             rf = f"{100 * t['recu_minus_float']:+6.2f}" if "recu_minus_float" in t else ""
-            print(f"  {r:11s} {cell('recu')} {cell('ste')}  {diff:27s}  {rf}")
+            n = len(next(iter(t[m] for m in ("recu", "ste") if m in t))["per_seed"])
+            print(f"  {r:11s} {n:5d} {cell('recu')} {cell('ste')}  {diff:27s}  {rf}")
     if len(rows) > 1 or len(a.widths) > 1:
         plot(results, a.widths, rows, out / "binary_resnet.png")
     if a.board and best[1] is not None:
