@@ -82,6 +82,8 @@ def template(attrs, shapes):
         acc = T.alloc_buffer((1,), "int32")
         rq = T.alloc_buffer((4,), "int32")
         t = T.alloc_buffer((1,), "int64")
+        if not decoded:  # the row buffer is a placeholder then
+            T.evaluate(T.call_extern("int32", "(void)", WD.data))
         if G == 1:
             fill(TS, CBk, 0)
         for oc in range(O):
