@@ -61,6 +61,7 @@ def main():
 
     xtr, ytr, xte, yte = mnist5k()
     t = time.time()
+    torch.manual_seed(a.seed)  # the initial weights too
     model = train(ResidualCNN(), xtr, ytr, epochs=a.epochs, seed=a.seed, progress=False)
     acc_f = accuracy(float_logits(model, xte), yte)
     print(f"trained ResidualCNN in {time.time() - t:.0f} s: float test accuracy {100 * acc_f:.1f} %", flush=True)

@@ -160,7 +160,10 @@ def test_expn_build_is_bit_exact_on_the_host(net, weights):
             assert row["base"] == 0.5 and "power-of-two exponent codes" in row["weight_format"]
         else:
             assert "exponential codebook, base q" in row["weight_format"]
-            assert row["codebook_granularity"] == "per channel" and 0 < row["base"]["min"] <= row["base"]["max"] < 1
+            if row["codebook_granularity"] == "per channel":  # codebook rows pay for themselves (fc1)
+                assert 0 < row["base"]["min"] <= row["base"]["max"] < 1 and row["name"] == "linear"
+            else:  # small layers: one base and codebook row for the layer, the scales per channel
+                assert row["codebook_granularity"] == "base per layer, scale per channel" and 0 < row["base"] < 1
     md = (out / "quantization_card.md").read_text()
     assert "Exponent codes (base, codebook size, granularity)" in md
     rep = (out / "report.md").read_text()
@@ -201,6 +204,7 @@ def test_exp4_on_boards_smaller_firmware_than_int8(net, board):
     assert _berkeley_flash(d / f"{board}-exp4", b) < _berkeley_flash(d / f"{board}-int8", b)
     assert r4["flash_bytes"] < r8["flash_bytes"]
     md = (d / f"{board}-exp4" / "report.md").read_text()
+    card4 = {l["name"]: l for l in json.loads((d / f"{board}-exp4" / "quantization_card.json").read_text())["layers"]}
     for l4, l8 in zip(r4["layers"], r8["layers"]):
         assert l4["kernel_code_bytes"] > 0 and l8["kernel_code_bytes"] > 0
         assert f"| {l4['weight_bytes']} | {l4['kernel_code_bytes']} |" in md  # beside the weight bytes
@@ -208,7 +212,8 @@ def test_exp4_on_boards_smaller_firmware_than_int8(net, board):
             assert l4["kernel_code_bytes"] <= l8["kernel_code_bytes"] + 1536, (l4["name"], l4["kernel_code_bytes"])
             ws = l8["weight_shape"]
             o, k = (ws[-1], ws[0] * ws[1]) if l8["op"] == "dwconv2d_s8" else (ws[0], int(np.prod(ws[1:])))
-            assert l4["weight_bytes_in_elf"] == o * ((k * 4 + 7) // 8) + o * 8 * 2  # codes + int16 codebook
+            rows = o if card4[l4["name"]]["codebook_granularity"] == "per channel" else 1
+            assert l4["weight_bytes_in_elf"] == o * ((k * 4 + 7) // 8) + rows * 8 * 2  # codes + int16 codebook
             assert l8["weight_bytes_in_elf"] == o * k
             assert l4["weight_bytes_in_elf"] * 2 <= l8["weight_bytes_in_elf"] + 33 * o
 

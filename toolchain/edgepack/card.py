@@ -53,7 +53,8 @@ def _codebook_fields(n) -> dict:
             "codebook_size": (1 << (n.attrs["bits"] - 1)) - 1,
             "codebook": f"int16, {rows} row(s) of {1 << (n.attrs['bits'] - 1)} entries (0 and "
                         f"round(q^k x 2^{n.attrs['codebook_shift']}))",
-            "codebook_granularity": "per layer" if rows == 1 else "per channel"}
+            "codebook_granularity": "per channel" if rows > 1 else
+            "per layer" if len(set(n.attrs["w_scale"])) == 1 else "base per layer, scale per channel"}
 
 
 def _scale_type(n) -> str:

@@ -159,13 +159,17 @@ def base_candidates(bits):
     return np.unique(np.concatenate([2.0 ** (-SPANS / (n - 1)), [0.5]]))
 
 
-def exp_discretize(w, bits, per_channel=True, search=True):
+def exp_discretize(w, bits, per_channel=True, search=True, base_per_channel=None):
     """Exponentially discretize weights ``w`` (shape (O, ...), output channel first) with a tuned base.
 
     Returns ``(codes, scale, base)``: codes uint8 of w's shape in the ``pack.expcodes`` format (top bit sign,
     low bits-1 bits m; m = 0 is 0, m >= 1 is sign * scale * base^(m-1)), scale and base float64 of shape (O,)
     (all equal when ``per_channel`` is False). q over :func:`base_candidates`, s by the scale search, then
-    Lloyd steps on s (module docstring); ``search=False`` fixes s = max|w| (q is still tuned)."""
+    Lloyd steps on s (module docstring); ``search=False`` fixes s = max|w| (q is still tuned).
+    ``base_per_channel`` (default: ``per_channel``) False with ``per_channel``: one q for the layer (the one of
+    least total error, each channel's s searched for it) and a scale per channel -- one integer codebook row
+    serves the layer while the scales go into the per-channel multipliers."""
+    shared_q = per_channel and base_per_channel is False
     bits = _check_bits(bits)
     n = (1 << (bits - 1)) - 1
     w = np.asarray(w)
@@ -180,6 +184,8 @@ def exp_discretize(w, bits, per_channel=True, search=True):
             return ((aa - s * _q_value(_round_q(aa / s, q, n), q)) ** 2).sum(axis=1)
 
         s, e = _search(a, top, err, per_channel, search)
+        if shared_q:
+            e = np.full_like(e, e.sum())
         better = e < best_e
         best_e = np.where(better, e, best_e)
         best_s, best_q = np.where(better[:, None], s, best_s), np.where(better[:, None], q, best_q)

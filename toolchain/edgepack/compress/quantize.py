@@ -195,7 +195,9 @@ def _exp_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
     """``--weights expN``: exponent codes with a tuned base and an integer codebook (weights in kernel order,
     output channel first). Returns (codes packed, codebook, bias, mult, shift, scales, bases, P).
 
-    compress.expdisc.exp_discretize chooses q and s per channel (or per layer). The codebook of a channel is
+    compress.expdisc.exp_discretize chooses q and s per channel (or per layer; with per-channel scales, q is
+    one per layer where a codebook row per channel would take more than 1/8 of the codes' bytes: small
+    layers). The codebook of a channel (or of the layer) is
     C_0 = 0, C_m = round(q^(m-1) * 2^P) (m = 1 .. 2^(bits-1)-1), int16, with P the largest of 14, 13, .. 0
     for which the proven int32 accumulator bound holds: |bias| + 255 * sum |w_int| < 2^31 for every channel
     (pack.expcodes.accumulator_bound), the bias quantized as round(b / (s_in * s / 2^P)). The weights are
@@ -205,14 +207,17 @@ def _exp_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
     from ..pack import expcodes
     from .expdisc import exp_discretize, nearest_codes
 
-    _, scale, base = exp_discretize(w_ohwi, bits, per_channel=per_channel)
-    nl = 1 << (bits - 1)
-    g = len(scale) if per_channel else 1
+    o, nl = w_ohwi.shape[0], 1 << (bits - 1)
+    # a codebook row per channel where its bytes are at most 1/8 of the codes' (else one row for the layer,
+    # the scales still per channel)
+    base_rows = per_channel and o * nl * 2 * 8 <= o * expcodes.row_bytes(w_ohwi[0].size, bits)
+    _, scale, base = exp_discretize(w_ohwi, bits, per_channel=per_channel, base_per_channel=base_rows)
+    g = o if base_rows else 1
     powers = base[:g, None] ** np.arange(nl - 1)[None, :]
     for p in range(CODEBOOK_P_MAX, -1, -1):
         cb = np.zeros((g, nl), np.int64)
         cb[:, 1:] = np.round(powers * (1 << p))
-        codes = nearest_codes(w_ohwi, scale[:g, None] * cb / float(1 << p), bits)
+        codes = nearest_codes(w_ohwi, scale[:, None] * cb / float(1 << p), bits)
         w_int = expcodes.decode_codebook(codes, bits, cb)
         real = in_scale * np.asarray(scale, np.float64) / float(1 << p)
         bias = np.clip(np.round(b / real), -(2**31), 2**31 - 1).astype(np.int64)
