@@ -1,7 +1,7 @@
 """Exponent-coded weights on the MNIST-5k residual CNN, built for a board and measured on its emulator.
 
     python benchmarks/exp_mnist.py [--board cortex-m7] [--out build/exp_mnist] [--epochs 4] [--seed 0]
-                                   [--weights int8,exp3,exp4,exp5,exp6,pow2-4]
+                                   [--weights int8,exp3,exp4,exp5,exp6,pow2-4] [--pairs]
 
 Trains examples/mnist_common.ResidualCNN on the 4,000 MNIST-5k training digits (seeded; the model of
 examples/mnist_cnn.py), exports it (.pt2), then for every weight format runs
@@ -13,7 +13,8 @@ digits on the reference, the host and the board's emulator, checks them bit for 
 from the emulator's outputs and the instructions per inference (QEMU -icount). Firmware flash is text + data
 of firmware.elf from the board toolchain's ``size``. It prints one table (accuracy, flash, instructions, weight
 bytes, kernel code bytes of the exponent-coded layers against the int8 build's kernels of the same layers) and
-writes it to OUT/table.md and OUT/results.json.
+writes it to OUT/table.md and OUT/results.json. ``--pairs`` builds conv2d_expcb with its channel-pair path
+(kernels.conv2d_expcb.PAIRS: fewer instructions, more code).
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ def main():
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", default="int8,exp3,exp4,exp5,exp6,pow2-4")
+    ap.add_argument("--pairs", action="store_true", help="conv2d_expcb with channel pairs (faster, more code)")
     a = ap.parse_args()
+    if a.pairs:
+        from edgepack.codegen.kernels import conv2d_expcb
+        conv2d_expcb.PAIRS = True
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     board = get_board(a.board)

@@ -259,3 +259,29 @@ def test_conv2d_expcb_direct_path(tmp_path_factory):
     g.inputs, g.outputs = ["x"], ["y"]
     assert conv2d_expcb.plan(g.nodes[0].attrs, {})["path"] == "direct"
     diff_check((g, 3), tmp_path_factory, n=3)
+
+
+@pytest.mark.parametrize("o,pads", [(5, (1, 1, 1, 1)), (4, (0, 0, 0, 0)), (3, (2, 0, 1, 1))])
+def test_conv2d_expcb_channel_pairs(tmp_path_factory, o, pads):
+    """The channel-pair path (attribute expcb_pairs): an odd channel count (the last pair redoes a channel),
+    windows all inside the input, padding on some sides only."""
+    rng = np.random.default_rng(o)
+    cb = np.zeros((o, 16), np.int16)
+    cb[:, 1:] = np.round(rng.uniform(0.5, 0.95, (o, 1)) ** np.arange(15) * 2**12)
+    codes = rng.integers(0, 32, (o, 3, 3, 6))
+    g = Graph()
+    g.add_tensor("x", (1, 6, 7, 6), "int8", quant=QParams(0.05, -9))
+    oh, ow = 6 + pads[0] + pads[2] - 2, 7 + pads[1] + pads[3] - 2
+    g.add_tensor("y", (1, oh, ow, o), "int8", quant=QParams(0.05, 4))
+    g.add_const("codes", expcodes.pack(codes, 5))
+    g.add_const("codebook", cb)
+    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
+    m, s = _mults(rng, o, 1e-6, 1e-4)
+    g.add_const("mult", m)
+    g.add_const("shift", s)
+    g.add_node("conv2d_expcb", "layer", ["x", "codes", "codebook", "bias", "mult", "shift"], ["y"], bits=5,
+               wshape=(o, 3, 3, 6), strides=(1, 1), pads=pads, dilations=(1, 1), in_zp=-9, out_zp=4, act_min=-128,
+               act_max=127, expcb_pairs=True)
+    g.inputs, g.outputs = ["x"], ["y"]
+    assert conv2d_expcb.plan(g.nodes[0].attrs, {})["channels"] == 2
+    diff_check((g, o), tmp_path_factory, n=3)

@@ -5,9 +5,12 @@ codes: (O, row_bytes) uint8, row o holding the K = KH*KW*I codes of output chann
 (pack.expcodes); codebook: (G, 2^(b-1)) int16, G = O (per channel) or 1 (per layer), entry 0 the zero. The
 weight of code c in channel o is sign(c) * codebook[g, c & (2^(b-1) - 1)], g = o or 0.
 
-Output channel by output channel: a 2^b-entry signed table (TS) is built from the channel's codebook row
-(once for a per-layer codebook), the channel's K codes are decoded through it into an int16 row on the stack
-(WD, at most exp_common.SCRATCH_BYTES) together with zs = in_zp * sum WD. Then every output pixel:
+Output channels one at a time, or two (``PAIRS`` / attribute ``expcb_pairs``: one input load serves both;
+with an odd count the last pair starts at O - 2 and redoes one channel, so there is no tail code): a 2^b-entry
+signed table (TS) per channel is built from
+its codebook row (once for a per-layer codebook), the pair's K codes are decoded through it into an int16
+array on the stack (WD, interleaved by channel, at most exp_common.SCRATCH_BYTES) together with
+zs = in_zp * sum WD per channel. Then every output pixel:
 
 * window inside the input (a static box of pixels): acc = bias + (sum x * WD - zs), a window row being one
   contiguous run of KW * C inputs (dilation 1 along the width), unrolled by UNROLL;
@@ -33,13 +36,21 @@ from .exp_common import (SCRATCH_BYTES, bounds_macro, check_codebook, code_at, r
 PARAMS = ["x", "codes", "codebook", "bias", "mult", "shift", "y"]
 CONST = {"x", "codes", "codebook", "bias", "mult", "shift"}
 UNROLL = 4  # the whole-window runs are unrolled by the largest of 4, 2, 1 dividing them
+# Channel pairs (attribute ``expcb_pairs`` overrides): one input load serves two channels, about 1/3 fewer
+# instructions on Cortex-M7 for about 130 B more code per kernel (benchmarks/exp_mnist.py). Off by default:
+# the format exists to save flash.
+PAIRS = False
 
 
 def plan(attrs, shapes) -> dict:
-    """"decoded" (the channel's row decoded once into the stack) or "direct" (decoded at every use)."""
+    """path "decoded" (rows decoded once into the stack, ``channels`` 2 or 1 at a time) or "direct" (each
+    weight decoded at every use, one channel at a time)."""
     O, KH, KW, I = (int(v) for v in attrs["wshape"])
     K = KH * KW * I
-    return {"path": "decoded" if 2 * K <= SCRATCH_BYTES else "direct", "K": K}
+    if 2 * K > SCRATCH_BYTES:
+        return {"path": "direct", "K": K, "channels": 1}
+    pairs = attrs.get("expcb_pairs", PAIRS)
+    return {"path": "decoded", "K": K, "channels": 2 if pairs and O >= 2 and 4 * K <= SCRATCH_BYTES else 1}
 
 
 def template(attrs, shapes):
@@ -59,8 +70,12 @@ def template(attrs, shapes):
     SH, SW, PT, PL, DH, DW = g["SH"], g["SW"], g["PT"], g["PL"], g["DH"], g["DW"]
     in_zp, out_zp = int(attrs["in_zp"]), int(attrs["out_zp"])
     lo, hi = attrs["act_min"], attrs["act_max"]
-    decoded = plan(attrs, shapes)["path"] == "decoded"
-    fill = signed_table_macro(bits, NC)
+    p = plan(attrs, shapes)
+    decoded, CP = p["path"] == "decoded", p["channels"]
+    NB = (O + CP - 1) // CP  # blocks of CP channels; the last one starts at O - CP (an odd O redoes a channel)
+    NT = 1 << bits
+    NTB = CP if G > 1 else 1  # signed tables: one per channel of the block, or one for the layer
+    fills = [signed_table_macro(bits, NC, j * NT) for j in range(2)]
     bounds = bounds_macro(g)
     fused = DW == 1 or KW == 1  # a window row's valid taps are one contiguous run of the input
     # output pixels whose window lies inside the input: a static box [OYL, OYR) x [OXL, OXR)
@@ -73,37 +88,46 @@ def template(attrs, shapes):
     RUN = KW * C if fused else C
     U = unroll_factor(RUN, UNROLL)
 
-    def weight(Cb, TS, WD, oc, k):  # TIR expression: the int32 weight k of channel oc
-        return T.Cast("int32", WD[k]) if decoded else TS[code_at(Cb, oc * RB, k, bits, RB)]
+    def weight(Cb, TS, WD, o0, j, k):  # TIR expression: the int32 weight k of channel o0 + j
+        return T.Cast("int32", WD[k * CP + j]) if decoded else TS[code_at(Cb, o0 * RB, k, bits, RB)]
 
     def xin(X, oy, ox, ky, kx, j):  # TIR expression: input element j of the run at tap (ky, kx)
         return T.Cast("int32", X[((oy * SH - PT + ky * DH) * W + ox * SW - PL + kx * DW) * C + j])
 
     @T.macro
-    def clipped(X, Cb, TS, WD, B, acc, bd, oc, oy, ox):
-        """acc = bias + sum (x - in_zp) * w over the valid taps bd of the pixel's window."""
-        acc[0] = B[oc]
+    def mac(Cb, TS, WD, acc, xv, o0, k):
+        for j in T.unroll(CP):
+            acc[j] = acc[j] + xv[0] * weight(Cb, TS, WD, o0, j, k)
+
+    @T.macro
+    def clipped(X, Cb, TS, WD, B, acc, xv, bd, o0, oy, ox):
+        """acc[j] = bias + sum (x - in_zp) * w over the valid taps bd of the pixel's window."""
+        for j in T.unroll(CP):
+            acc[j] = B[o0 + j]
         for ky in T.serial(bd[0], bd[1]):
             if fused:
-                for j in T.serial(bd[2] * C, bd[3] * C):
-                    acc[0] = acc[0] + (xin(X, oy, ox, ky, 0, j) - in_zp) * weight(Cb, TS, WD, oc, ky * KW * C + j)
+                for e in T.serial(bd[2] * C, bd[3] * C):
+                    xv[0] = xin(X, oy, ox, ky, 0, e) - in_zp
+                    mac(Cb, TS, WD, acc, xv, o0, ky * KW * C + e)
             else:
                 for kx in T.serial(bd[2], bd[3]):
                     for ic in range(C):
-                        acc[0] = acc[0] + (xin(X, oy, ox, ky, kx, ic) - in_zp) * weight(
-                            Cb, TS, WD, oc, (ky * KW + kx) * C + ic)
+                        xv[0] = xin(X, oy, ox, ky, kx, ic) - in_zp
+                        mac(Cb, TS, WD, acc, xv, o0, (ky * KW + kx) * C + ic)
 
     @T.macro
-    def whole(X, WD, B, acc, zs, oc, oy, ox):
-        """acc = bias + (sum x * w - in_zp * sum w) over the whole window: runs of RUN inputs, unrolled by U."""
-        acc[0] = 0
+    def whole(X, Cb, TS, WD, B, acc, xv, zs, o0, oy, ox):
+        """acc[j] = bias + (sum x * w - in_zp * sum w) over the whole window: runs of RUN inputs, unrolled by U."""
+        for j in T.unroll(CP):
+            acc[j] = 0
         for ky in range(KH):
             for kx in range(1 if fused else KW):
                 for jo in range(RUN // U):
                     for u in T.unroll(U):
-                        acc[0] = acc[0] + xin(X, oy, ox, ky, kx, jo * U + u) * T.Cast(
-                            "int32", WD[(ky * KW + kx) * C + jo * U + u])
-        acc[0] = B[oc] + (acc[0] - zs[0])
+                        xv[0] = xin(X, oy, ox, ky, kx, jo * U + u)
+                        mac(Cb, TS, WD, acc, xv, o0, (ky * KW + kx) * C + jo * U + u)
+        for j in T.unroll(CP):
+            acc[j] = B[o0 + j] + (acc[j] - zs[j])
 
     @T.prim_func
     def kernel(x: T.handle("int8"), codes: T.handle("uint8"), codebook: T.handle("int16"), bias: T.handle("int32"),
@@ -118,41 +142,52 @@ def template(attrs, shapes):
         Y = T.decl_buffer((OH * OW * O,), "int8", data=y)
         if not g["reads_x"]:  # every window lies in the padding: y depends on the bias only
             T.evaluate(T.call_extern("int32", "(void)", x))
-        TS = T.alloc_buffer((1 << bits,), "int32")
-        WD = T.alloc_buffer((K if decoded else 1,), "int16")
-        acc = T.alloc_buffer((1,), "int32")
-        zs = T.alloc_buffer((1,), "int32")
+        TS = T.alloc_buffer((NT * NTB,), "int32")
+        WD = T.alloc_buffer((K * CP if decoded else 1,), "int16")
+        acc = T.alloc_buffer((CP,), "int32")
+        xv = T.alloc_buffer((1,), "int32")
+        zs = T.alloc_buffer((CP,), "int32")
         bd = T.alloc_buffer((4,), "int32")
+        ob = T.alloc_buffer((1,), "int32")
         rq = T.alloc_buffer((4,), "int32")
         t = T.alloc_buffer((1,), "int64")
-        if not decoded:  # the row buffer and its zero-point sum are placeholders then
+        if not decoded:  # the row buffer and its zero-point sums are placeholders then
             T.evaluate(T.call_extern("int32", "(void)", WD.data))
             T.evaluate(T.call_extern("int32", "(void)", zs.data))
         if every:  # so are the tap bounds
             T.evaluate(T.call_extern("int32", "(void)", bd.data))
         if G == 1:
-            fill(TS, CBk, 0)
-        for oc in range(O):
+            fills[0](TS, CBk, 0)
+        for blk in range(NB):
+            ob[0] = T.Select(blk * CP < O - CP, blk * CP, O - CP)
             if G > 1:
-                fill(TS, CBk, oc)
+                fills[0](TS, CBk, ob[0])
+                if CP == 2:
+                    fills[1](TS, CBk, ob[0] + 1)
             if decoded:
-                zs[0] = 0
+                for j in T.unroll(CP):
+                    zs[j] = 0
                 for k in range(K):
-                    WD[k] = T.Cast("int16", TS[code_at(Cb, oc * RB, k, bits, RB)])
-                    zs[0] = zs[0] + T.Cast("int32", WD[k])
-                zs[0] = zs[0] * in_zp
+                    for j in T.unroll(CP):
+                        WD[k * CP + j] = T.Cast("int16", TS[(j * NT if G > 1 else 0)
+                                                            + code_at(Cb, (ob[0] + j) * RB, k, bits, RB)])
+                        zs[j] = zs[j] + T.Cast("int32", WD[k * CP + j])
+                for j in T.unroll(CP):
+                    zs[j] = zs[j] * in_zp
             for oy, ox in T.grid(OH, OW):
                 if every:
-                    whole(X, WD, B, acc, zs, oc, oy, ox)
+                    whole(X, Cb, TS, WD, B, acc, xv, zs, ob[0], oy, ox)
                 elif inner:
                     if OYL <= oy and oy < OYR and OXL <= ox and ox < OXR:
-                        whole(X, WD, B, acc, zs, oc, oy, ox)
+                        whole(X, Cb, TS, WD, B, acc, xv, zs, ob[0], oy, ox)
                     else:
                         bounds(bd, oy, ox)
-                        clipped(X, Cb, TS, WD, B, acc, bd, oc, oy, ox)
+                        clipped(X, Cb, TS, WD, B, acc, xv, bd, ob[0], oy, ox)
                 else:
                     bounds(bd, oy, ox)
-                    clipped(X, Cb, TS, WD, B, acc, bd, oc, oy, ox)
-                requantize_store32(Y, (oy * OW + ox) * O + oc, acc[0], M[oc], S[oc], rq, t, out_zp, lo, hi)
+                    clipped(X, Cb, TS, WD, B, acc, xv, bd, ob[0], oy, ox)
+                for j in range(CP):  # a loop: the requantization is the kernel's largest piece of code
+                    requantize_store32(Y, (oy * OW + ox) * O + ob[0] + j, acc[j], M[ob[0] + j], S[ob[0] + j], rq, t,
+                                       out_zp, lo, hi)
 
     return kernel

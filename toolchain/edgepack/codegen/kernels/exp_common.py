@@ -38,14 +38,15 @@ def check_codebook(op: str, attrs, shapes, rows: int) -> tuple:
     return bits, g, nc
 
 
-def signed_table_macro(bits, nc):
-    """Macro (TS, CBk, row): TS[c] = sign(c) * codebook[row, c & (nc - 1)] for the 2^bits codes c (a loop)."""
+def signed_table_macro(bits, nc, off=0):
+    """Macro (TS, CBk, row): TS[off + c] = sign(c) * codebook[row, c & (nc - 1)] for the 2^bits codes c (a
+    loop)."""
     n = 1 << bits
 
     @T.macro
     def body(TS, CBk, row):
         for c in range(n):
-            TS[c] = T.Select(c >= nc, 0 - T.Cast("int32", CBk[row * nc + (c & (nc - 1))]),
+            TS[off + c] = T.Select(c >= nc, 0 - T.Cast("int32", CBk[row * nc + (c & (nc - 1))]),
                              T.Cast("int32", CBk[row * nc + (c & (nc - 1))]))
 
     return body
