@@ -56,9 +56,12 @@ def main():
     ap.add_argument("--weights", default="int8,exp3,exp4,exp5,exp6,pow2-4")
     ap.add_argument("--pairs", action="store_true", help="conv2d_expcb with channel pairs (faster, more code)")
     a = ap.parse_args()
-    if a.pairs:
+    if a.pairs:  # a module constant is not in the kernel cache's key: a cache of its own for these builds
+        import os
+
         from edgepack.codegen.kernels import conv2d_expcb
         conv2d_expcb.PAIRS = True
+        os.environ["EDGEPACK_CACHE"] = str(Path(a.out).resolve() / "kernel-cache-pairs")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     board = get_board(a.board)
