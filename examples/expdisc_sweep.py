@@ -256,15 +256,17 @@ def main():
             saved, txt = verdict(res, exp, lin)
             verdicts[(label, kind)] = saved
             print(f"  {label:<12} {kind:<27} smallest b within 1 point: {txt}")
+    summary = []
     for kind in ("float act., per channel", "int8 act., as built"):
         s = [verdicts[(label, kind)] for label in nets]
-        head = f"  => tuned base, {kind}:"
+        head = f"tuned base, {kind}:"
         if all(v is not None and v >= 1 for v in s):
-            print(f"{head} the claim HOLDS here (exponential saves {s} bit(s) on the two nets).")
+            summary.append(f"{head} the claim HOLDS here (exponential saves {s} bit(s) on the two nets)")
         elif all(v is not None and v <= 0 for v in s):
-            print(f"{head} the claim DOES NOT HOLD here (bits saved per net: {s}; 'never' counted as 7).")
+            summary.append(f"{head} the claim DOES NOT HOLD here (bits saved per net: {s})")
         else:
-            print(f"{head} mixed (bits saved per net: {s}).")
+            summary.append(f"{head} mixed (bits saved per net: {s})")
+        print("  => " + summary[-1] + ".")
     s = [verdicts[(label, "float act., powers of two")] for label in nets]
     print(f"  => powers of two (q = 1/2), float act.: bits saved against linear per net {s}: with levels a factor 2 "
           "apart the weight error plateaus from b = 4 on (extra bits only add levels near 0).")
@@ -306,7 +308,9 @@ def main():
     axes[1, 1].legend(loc="lower right", fontsize=8)
     fig.suptitle("Exponential (tuned base, powers of two) vs linear post-training weight discretization\n"
                  "solid: float activations; dashed: int8 activations as built (integer reference)")
-    fig.tight_layout()
+    fig.text(0.5, 0.005, "Verdict (1-2 bits fewer than linear?): " + "; ".join(summary), ha="center", va="bottom",
+             fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(out / "expdisc.png", dpi=120)
     js = {label: {"float": res["float"], "int8": res["int8"],
                   **{name: {str(b): {"accuracy": res[(name, b)][0], "weight_rel_sq_error": res[(name, b)][1]}
