@@ -1,6 +1,6 @@
 """End to end on real data: train a residual CNN on MNIST-5k, export it, build it with edgepack, run it.
 
-    python examples/mnist_cnn.py [--board cortex-m7] [--out build/mnist] [--format pt2|onnx]
+    python examples/mnist_cnn.py [--board cortex-m7] [--out build/mnist] [--format pt2|onnx] [--weights exp4]
 
 Trains the float model (about half a minute on 2 cores), saves it as .pt2 (torch.export) or .onnx, then runs
 
@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--out", default="build/mnist")
     ap.add_argument("--format", default="pt2", choices=["pt2", "onnx"])
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--weights", default="int8", help="edgepack build --weights (int8, exp3, exp4, pow2-4, ...)")
     a = ap.parse_args()
     work = Path(a.out).parent
     work.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def main():
     np.save(work / "test_x.npy", xte)
     np.save(work / "test_y.npy", yte)
 
-    sh("build", path, "--board", a.board, "--calib", work / "calib.npy", "-o", a.out)
+    sh("build", path, "--board", a.board, "--calib", work / "calib.npy", "-o", a.out, "--weights", a.weights)
     targets = ["host", "reference"]
     if get_board(a.board).get("emulator"):
         targets.insert(0, "emulator")
@@ -75,7 +76,8 @@ def main():
         raws[on] = np.load(work / f"raw_{on}.npy")
     acc_q = accuracy(np.load(work / f"y_{targets[0]}.npy"), yte)
     same = all(np.array_equal(raws[t], raws["reference"]) for t in targets)
-    print(f"float accuracy {acc_f * 100:.1f}%  int8 accuracy ({a.board}, {targets[0]}) {acc_q * 100:.1f}%  "
+    print(f"float accuracy {acc_f * 100:.1f}%  built accuracy (int8 activations, {a.weights} weights, {a.board}, "
+          f"{targets[0]}) {acc_q * 100:.1f}%  "
           f"{' == '.join(targets)} on all {len(yte)} test images: {same}")
     sys.exit(0 if same else 1)
 

@@ -717,3 +717,50 @@ def chain_case(draw):
     g.add_node("pad_s8", "pad", [src], ["y"], pads=pads, channel_pads=cp, value=int(rng.integers(-128, 128)))
     g.inputs, g.outputs = ["x"], ["y"]
     return g, seed
+
+
+@st.composite
+def expcb_case(draw, op):
+    """conv2d_expcb, dwconv2d_expcb or dense_expcb (``--weights expN``): the shapes and attributes of
+    conv_case / dense_case, bits 2..8, random codes (sometimes mostly zeros), a codebook per channel or per
+    layer: round(q^k * 2^P) with a random base q per row (as the quantizer builds it) or arbitrary entries in
+    [0, 2^P] (repeats, zeros), P the largest <= 14 for which the int32 accumulator bound holds (as the packer
+    proves it)."""
+    from edgepack.pack import expcodes
+
+    base = {"conv2d_expcb": conv_case(), "dwconv2d_expcb": conv_case(depthwise=True),
+            "dense_expcb": dense_case()}[op]
+    g0, seed = draw(base)
+    rng = np.random.default_rng(seed ^ 0x5EED)
+    bits = draw(st.integers(2, 8))
+    per_channel = draw(st.booleans())
+    kind = draw(st.sampled_from(["tuned", "tuned", "random"]))
+    n0 = g0.nodes[0]
+    w8 = g0.tensors["w"].data
+    wshape = tuple(int(v) for v in (np.moveaxis(w8, 2, 0).shape if op == "dwconv2d_expcb" else w8.shape))
+    o, nc = wshape[0], 1 << (bits - 1)
+    rows = o if per_channel else 1
+    codes = rng.integers(0, 1 << bits, wshape)
+    if rng.random() < 0.3:
+        codes[rng.random(wshape) < 0.6] = 0
+    bias = g0.tensors["bias"].data.astype(np.int64)
+    q = rng.uniform(0.2, 0.99, (rows, 1))
+    frac = rng.random((rows, nc - 1))
+    for p in range(14, -1, -1):
+        cb = np.zeros((rows, nc), np.int64)
+        cb[:, 1:] = np.round(q ** np.arange(nc - 1) * (1 << p)) if kind == "tuned" else np.round(frac * (1 << p))
+        if expcodes.accumulator_bound(expcodes.decode_codebook(codes, bits, cb), bias) < 2**31:
+            break
+    g = Graph()
+    for t in ("x", "y"):
+        g.add_tensor(t, g0.tensors[t].shape, "int8", quant=g0.tensors[t].quant)
+    g.add_const("codes", expcodes.pack(codes, bits))
+    g.add_const("codebook", cb.astype(np.int16))
+    g.add_const("bias", bias.astype(np.int32))
+    m, s = _mults(rng, o, 1e-5 * 2.0 ** -p, 4.0 * 2.0 ** -p)  # outputs not all saturated, some left shifts
+    g.add_const("mult", m)
+    g.add_const("shift", s)
+    g.add_node(op, "layer", ["x", "codes", "codebook", "bias", "mult", "shift"], ["y"], bits=bits, wshape=wshape,
+               **n0.attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    return g, seed

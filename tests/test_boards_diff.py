@@ -1,4 +1,5 @@
-"""Differential tests on the boards: for every operator, random shapes (hypothesis), the raw outputs of the
+"""Differential tests on the boards: for every operator (the codebook ops of --weights expN too: fewer examples,
+their arithmetic is the int8 one after a table decode), random shapes (hypothesis), the raw outputs of the
 firmware on the emulated Cortex-M7 and Cortex-M33 (QEMU system mode) and of the static binaries on the
 Raspberry Pi boards (qemu-aarch64, qemu-arm) equal the numpy reference, every element.
 
@@ -31,6 +32,9 @@ CASES = {
     "dense_s8_csr": opgen.sparse_case("dense_s8_csr"),
     "conv2d_s8_bitmask": opgen.sparse_case("conv2d_s8_bitmask"),
     "dense_s8_bitmask": opgen.sparse_case("dense_s8_bitmask"),
+    "conv2d_expcb": opgen.expcb_case("conv2d_expcb"),  # --weights expN: tuned bases, random codebooks
+    "dwconv2d_expcb": opgen.expcb_case("dwconv2d_expcb"),
+    "dense_expcb": opgen.expcb_case("dense_expcb"),
 }
 BOARDS = {"cortex-m7": 5, "cortex-m33": 3, "rpi4": 3, "rpi-armhf": 3}
 CHAIN_BOARDS = {"cortex-m7": 4, "rpi4": 3}
@@ -48,7 +52,8 @@ def test_board_equals_reference(board, op, tmp_path_factory):
 
     # the sparse-weight ops are the int8 arithmetic with another weight walk: fewer examples per board
     n = DSP_BOARDS[board] if board in DSP_BOARDS else \
-        min(BOARDS[board], 3) if op.endswith(("_csr", "_bitmask", "_c4")) else BOARDS[board]
+        min(BOARDS[board], 3) if op.endswith(("_csr", "_bitmask", "_c4")) else \
+        (3 if board == "cortex-m7" else 2) if op.endswith("_expcb") else BOARDS[board]
     _check_on_board(board, b, op, CASES[op], n, tmp_path_factory, host_too=True)
 
 

@@ -64,6 +64,11 @@ def test_card_fields_follow_the_build_choices(files, tmp_path):
     assert a["weights"]["formats_used"] == ["int8"]
     assert c["weights"]["first_layer"] == "int8" and c["weights"]["last_layer"] == "int8"
     assert any(f.startswith("exp4") for f in c["weights"]["formats_used"])
+    exp_rows = [l for l in c["layers"] if l.get("weight_format", "").startswith("exp4")]
+    assert exp_rows and all("exponential codebook, base q" in l["weight_format"] and l["codebook_size"] == 7
+                            and l["codebook_granularity"] in ("per channel", "base per layer, scale per channel")
+                            for l in exp_rows)
+    assert all("codebook_size" not in l for l in a["layers"])  # int8 layers have no codebook
     assert a["residual_add"].startswith("TFLite ADD") and a["pooling"]["max"] == "none"
     assert a["pooling"]["average"].startswith("integer sum") and a["softmax"] == "none"
     assert len(a["batchnorm"]["folded"]) == 2

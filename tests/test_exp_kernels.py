@@ -1,4 +1,7 @@
-"""Differential tests of the exponent-code kernels (conv2d_exp, dwconv2d_exp, dense_exp): random bits 2..6,
+"""Differential tests of the exponent-code kernels. The codebook kernels of --weights expN (conv2d_expcb,
+dwconv2d_expcb, dense_expcb: bits 2..8, random bases, random codebooks per channel or per layer, hypothesis
+shapes; the boards in test_boards_diff.py) and the power-of-two kernels of --weights pow2-N (conv2d_exp,
+dwconv2d_exp, dense_exp): random bits 2..6,
 top, shapes, attributes, codes and strategies (hypothesis); the TVM-generated C run on the host through cffi
 equals reference.ops_exp on every output element. Fixed cases cover each path of conv2d_exp (packed channel
 pairs split per window or per row, int32 MLA, shift-and-add, per-use decoding, odd channel counts, dilation)
@@ -12,7 +15,8 @@ from hypothesis import strategies as st
 
 from edgepack.boards import get_board
 from edgepack.build import emit
-from edgepack.codegen.kernels import conv2d_exp, dwconv2d_exp
+import opgen
+from edgepack.codegen.kernels import conv2d_exp, conv2d_expcb, dwconv2d_exp
 from edgepack.graph import Graph, QParams
 from edgepack.pack import expcodes
 from edgepack.reference.arith import quantize_multiplier
@@ -212,3 +216,72 @@ def test_exp_layers_on_cortex_m7(tmp_path_factory):
         m = Model(folder)
         x = np.random.default_rng(i).integers(-128, 128, (3,) + tuple(g.tensors["x"].shape[1:])).astype(np.int8)
         assert np.array_equal(emulator.run_raw(m, x), reference.run_raw(m, x)), g.nodes[0].op
+
+
+# ---- the codebook kernels (--weights expN: tuned base, integer codebook per channel or per layer) -------------
+
+@SETTINGS
+@given(opgen.expcb_case("conv2d_expcb"))
+def test_conv2d_expcb(tmp_path_factory, case):
+    diff_check(case, tmp_path_factory, n=3)
+
+
+@SETTINGS
+@given(opgen.expcb_case("dwconv2d_expcb"))
+def test_dwconv2d_expcb(tmp_path_factory, case):
+    diff_check(case, tmp_path_factory, n=3)
+
+
+@SETTINGS
+@given(opgen.expcb_case("dense_expcb"))
+def test_dense_expcb(tmp_path_factory, case):
+    diff_check(case, tmp_path_factory, n=3)
+
+
+def test_conv2d_expcb_direct_path(tmp_path_factory):
+    """A channel row too long for the stack (K = 5 * 5 * 128 > 2560): every weight decoded where it is used."""
+    rng = np.random.default_rng(3)
+    cb = np.zeros((2, 8), np.int16)
+    cb[:, 1:] = np.round(0.7 ** np.arange(7) * 2**9)
+    codes = rng.integers(0, 16, (2, 5, 5, 128))
+    g = Graph()
+    g.add_tensor("x", (1, 5, 5, 128), "int8", quant=QParams(0.05, 3))
+    g.add_tensor("y", (1, 5, 5, 2), "int8", quant=QParams(0.05, -7))
+    g.add_const("codes", expcodes.pack(codes, 4))
+    g.add_const("codebook", cb)
+    g.add_const("bias", np.array([1000, -5000], np.int32))
+    m, s = _mults(rng, 2, 1e-6, 1e-4)
+    g.add_const("mult", m)
+    g.add_const("shift", s)
+    attrs = dict(strides=(1, 1), pads=(2, 2, 2, 2), dilations=(1, 1), in_zp=3, out_zp=-7, act_min=-128, act_max=127)
+    g.add_node("conv2d_expcb", "layer", ["x", "codes", "codebook", "bias", "mult", "shift"], ["y"], bits=4,
+               wshape=(2, 5, 5, 128), **attrs)
+    g.inputs, g.outputs = ["x"], ["y"]
+    assert conv2d_expcb.plan(g.nodes[0].attrs, {})["path"] == "direct"
+    diff_check((g, 3), tmp_path_factory, n=3)
+
+
+@pytest.mark.parametrize("o,pads", [(5, (1, 1, 1, 1)), (4, (0, 0, 0, 0)), (3, (2, 0, 1, 1))])
+def test_conv2d_expcb_channel_pairs(tmp_path_factory, o, pads):
+    """The channel-pair path (attribute expcb_pairs): an odd channel count (the last pair redoes a channel),
+    windows all inside the input, padding on some sides only."""
+    rng = np.random.default_rng(o)
+    cb = np.zeros((o, 16), np.int16)
+    cb[:, 1:] = np.round(rng.uniform(0.5, 0.95, (o, 1)) ** np.arange(15) * 2**12)
+    codes = rng.integers(0, 32, (o, 3, 3, 6))
+    g = Graph()
+    g.add_tensor("x", (1, 6, 7, 6), "int8", quant=QParams(0.05, -9))
+    oh, ow = 6 + pads[0] + pads[2] - 2, 7 + pads[1] + pads[3] - 2
+    g.add_tensor("y", (1, oh, ow, o), "int8", quant=QParams(0.05, 4))
+    g.add_const("codes", expcodes.pack(codes, 5))
+    g.add_const("codebook", cb)
+    g.add_const("bias", rng.integers(-2**15, 2**15, o).astype(np.int32))
+    m, s = _mults(rng, o, 1e-6, 1e-4)
+    g.add_const("mult", m)
+    g.add_const("shift", s)
+    g.add_node("conv2d_expcb", "layer", ["x", "codes", "codebook", "bias", "mult", "shift"], ["y"], bits=5,
+               wshape=(o, 3, 3, 6), strides=(1, 1), pads=pads, dilations=(1, 1), in_zp=-9, out_zp=4, act_min=-128,
+               act_max=127, expcb_pairs=True)
+    g.inputs, g.outputs = ["x"], ["y"]
+    assert conv2d_expcb.plan(g.nodes[0].attrs, {})["channels"] == 2
+    diff_check((g, o), tmp_path_factory, n=3)

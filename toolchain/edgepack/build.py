@@ -58,12 +58,17 @@ def read_calibration(path, batch_axis: int = 0):
     return check_batch(load_npy(path, "--calib"), path, "--calib", batch_axis=batch_axis)
 
 
+# --weights choices: expN = exponent codes with a tuned base and an integer codebook, pow2-N = power-of-two codes
+WEIGHT_FORMATS = (("int8", "binary", "sparse") + tuple(f"exp{b}" for b in range(2, 9))
+                  + tuple(f"pow2-{b}" for b in range(2, 7)))
+
+
 def layer_formats(g, weights: str, overrides: dict) -> dict:
     """Weight format per conv / dense layer: ``weights`` for all but the first and last (int8 by default),
     then the per-layer overrides (which may set the first and last too)."""
     layers = [n.name for n in g.nodes if n.op in ("conv2d", "dense")]
     out = {name: "int8" for name in layers}
-    if weights.startswith("exp"):
+    if weights.startswith(("exp", "pow2-")):
         out.update({name: weights for name in layers[1:-1]})
     elif weights == "sparse":  # exact int8 arithmetic: every layer may take it
         out.update({name: weights for name in layers})
@@ -139,12 +144,13 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     timings = {}
     warnings = []
 
-    formats = ("int8", "binary", "sparse") + tuple(f"exp{b}" for b in range(2, 7))
+    formats = WEIGHT_FORMATS
     if weights not in formats:
         raise EdgepackError(f"--weights {weights}: unknown weight format; choose one of {', '.join(formats)}")
     for name, fmt in (layer_weights or {}).items():
         if fmt not in formats or fmt == "binary":
-            raise EdgepackError(f"--layer-weights {name}={fmt}: per-layer format must be int8, sparse or exp2..exp6")
+            raise EdgepackError(f"--layer-weights {name}={fmt}: per-layer format must be int8, sparse, "
+                                "exp2..exp8 or pow2-2..pow2-6")
     x_file = read_calibration(calib) if calib is not None else None
     evaluation = None
     if eval_data is not None:

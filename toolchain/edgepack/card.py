@@ -29,15 +29,43 @@ _FORMAT_TEXT = {
 
 def _fmt(n) -> str:
     f = n.attrs.get("weight_format", "int8")
-    return _FORMAT_TEXT.get(f, f"{f} (exponent codes: sign x 2^-e, {f[3:]} bits)" if f.startswith("exp") else f)
+    if f.startswith("pow2-"):
+        return f"{f} (power-of-two exponent codes: sign x 2^-e x scale, {f[5:]} bits)"
+    if f.startswith("exp"):
+        return f"{f} (exponential codebook, base q: sign x s x q^k, {f[3:]} bits)"
+    return _FORMAT_TEXT.get(f, f)
+
+
+def _codebook_fields(n) -> dict:
+    """Base q, codebook size and granularity of an exponent-coded layer (expN and pow2-N), else {}."""
+    f = n.attrs.get("weight_format", "int8")
+    if f.startswith("pow2-"):
+        return {"base": 0.5, "codebook_size": (1 << (int(f[5:]) - 1)) - 1,
+                "codebook": f"none: powers of two, {n.attrs['exp_levels']} levels in use, decoded by shifts",
+                "codebook_granularity": "per layer (one exponent window; the scale's granularity as above)"}
+    if not f.startswith("exp"):
+        return {}
+    bases = n.attrs["w_base"]
+    rows = n.attrs["codebook_rows"]
+    return {"base": round(float(bases[0]), 6) if rows == 1 else
+            {"min": round(float(min(bases)), 6), "max": round(float(max(bases)), 6),
+             "median": round(float(np.median(bases)), 6)},
+            "codebook_size": (1 << (n.attrs["bits"] - 1)) - 1,
+            "codebook": f"int16, {rows} row(s) of {1 << (n.attrs['bits'] - 1)} entries (0 and "
+                        f"round(q^k x 2^{n.attrs['codebook_shift']}))",
+            "codebook_granularity": "per channel" if rows > 1 else
+            "per layer" if len(set(n.attrs["w_scale"])) == 1 else "base per layer, scale per channel"}
 
 
 def _scale_type(n) -> str:
     f = n.attrs.get("weight_format", "int8")
     if f == "binary":
         return "float per-channel alpha, folded into integer thresholds (bit output) or the requantization"
-    if f.startswith("exp"):
+    if f.startswith("pow2-"):
         return "powers of two x a float scale; the float part applied by the Q31 multiplier + shift"
+    if f.startswith("exp"):
+        return ("integer codebook round(q^k x 2^P) x a float scale s / 2^P; the float part applied by the Q31 "
+                "multiplier + shift")
     return "float, applied as a Q31 fixed-point multiplier + shift per output channel"
 
 
@@ -94,6 +122,9 @@ def layer_rows(q, report) -> list:
                         "weight_bytes": rep[n.name]["weight_bytes"],
                         "bias": "int32, scale = input scale x weight scale" if n.op not in ("bconv2d_b1",)
                         else "folded into per-channel integer thresholds"})
+            row.update(_codebook_fields(n))
+            if rep[n.name].get("kernel_code_bytes") is not None:
+                row["kernel_code_bytes"] = rep[n.name]["kernel_code_bytes"]
             if rep[n.name].get("sparse_note"):
                 row["sparse_note"] = rep[n.name]["sparse_note"]
         if n.op == "binarize_s8":
@@ -277,6 +308,10 @@ def card_md(c: dict) -> str:
     notes = [f"- {l['name']}: {l['sparse_note']}" for l in c["layers"] if l.get("sparse_note")]
     if notes:
         lines += ["", "Sparse storage notes:", *notes]
+    cbs = [f"- {l['name']}: base q {l['base']}, {l['codebook_size']} levels, {l['codebook_granularity']}; "
+           f"{l['codebook']}" for l in c["layers"] if "codebook_size" in l]
+    if cbs:
+        lines += ["", "Exponent codes (base, codebook size, granularity):", *cbs]
     mem = [f"- {l['name']}: {l['memory']}" for l in c["layers"] if l.get("memory")]
     if mem:
         lines += ["", "Memory plan (concat / slice views):", *mem]

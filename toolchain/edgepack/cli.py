@@ -168,14 +168,17 @@ def parser():
     b.add_argument("-o", "--output", help="output folder (default: <model>_<board>)")
     b.add_argument("--calib", help=".npy float batch in the model's input layout, for calibration")
     b.add_argument("--input-shape", type=_shape, help="input shape, e.g. 1,1,28,28 (for .pt files)")
-    b.add_argument("--weights", default="int8", choices=["int8", "binary", "sparse"] + [f"exp{b}" for b in range(2, 7)],
+    from .build import WEIGHT_FORMATS
+    b.add_argument("--weights", default="int8", choices=WEIGHT_FORMATS,
                    help="int8 (default); binary: binarize every conv/dense but the first and last after "
-                        "training (for sizing and timing; layers trained with ReCU keep their weights); expN: "
-                        "exponent codes of N bits (sign x 2^-e x scale) for all but the first and last layer; "
+                        "training (for sizing and timing; layers trained with ReCU keep their weights); expN "
+                        "(N = 2..8): exponential codes of N bits (sign x s x q^k, base q and scale s tuned per "
+                        "channel, an integer codebook per channel) for all but the first and last layer; pow2-N "
+                        "(N = 2..6): power-of-two codes (sign x 2^-e x scale, shift-and-add kernels); "
                         "sparse: int8 weights stored as sparse rows where that is smaller (exact int8 "
                         "arithmetic; for models trained with the compressibility loss)")
     b.add_argument("--scale", default="per-channel", choices=["per-channel", "per-layer"],
-                   help="weight scale granularity (int8 and expN weights)")
+                   help="weight scale granularity (int8, expN and pow2-N weights)")
     b.add_argument("--layer-weights", type=_layer_formats, default={},
                    help="per-layer override, e.g. conv2d_3=int8,linear=exp6 (mixed precision)")
     b.add_argument("--eval", help=".npz with x (inputs in the model's layout) and y (integer labels): measure "

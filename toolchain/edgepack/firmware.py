@@ -101,13 +101,14 @@ def elf_sizes(out: Path, board: dict) -> dict:
 
 
 def symbol_sizes(out: Path, board: dict) -> dict:
-    """Sizes of the const data symbols (ep_c_*) in firmware.elf, read with the board's nm."""
+    """Sizes of the const data symbols (ep_c_*) and of the kernel functions (ep_*, code) in firmware.elf, read
+    with the board's nm."""
     nm = board.get("toolchain_prefix", "") + "nm"
     r = proc.run([nm, "-S", str(out / "firmware.elf")])
     sizes = {}
     for line in r.stdout.splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[3].startswith("ep_c_"):
+        if len(parts) == 4 and (parts[3].startswith("ep_c_") or parts[3].startswith("ep_") and parts[2] in "Tt"):
             sizes[parts[3]] = int(parts[1], 16)
     return sizes
 

@@ -9,9 +9,11 @@ import numpy as np
 
 from . import __version__
 from .reference.ops import SPARSE_OPS
+from .reference.ops_exp import EXP_OPS
 
-WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv2d_exp",
-                "dwconv2d_exp", "dense_exp", "conv_transpose2d_s8", "lstm_s8", "gru_s8") + SPARSE_OPS
+WEIGHTED_OPS = ("conv2d_s8", "dwconv2d_s8", "dense_s8", "bconv2d_b1", "bconv2d_b1_s8", "conv_transpose2d_s8",
+                "lstm_s8", "gru_s8") + EXP_OPS + SPARSE_OPS
+CODEBOOK_OPS = tuple(op for op in EXP_OPS if op.endswith("_expcb"))  # codes + an integer codebook
 RNN_OPS = ("lstm_s8", "gru_s8")  # two weight matrices: W_x, W_h
 
 
@@ -26,7 +28,7 @@ def _macs(q, n):
     if n.op == "conv2d_s8":
         o, kh, kw, ci = t[n.inputs[1]].shape
         return int(np.prod(y)) * kh * kw * ci
-    if n.op in ("conv2d_exp", "dwconv2d_exp", "dense_exp") + SPARSE_OPS:
+    if n.op in EXP_OPS + SPARSE_OPS:
         return int(np.prod(y)) * int(np.prod(n.attrs["wshape"][1:]))
     if n.op in ("bconv2d_b1", "bconv2d_b1_s8"):  # binary multiply-accumulates (XNOR-popcount)
         o, kh, kw, _ = t[n.inputs[1]].shape
@@ -64,7 +66,7 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
         w = q.tensors[n.inputs[1]] if n.op in WEIGHTED_OPS else None
         # the weight arrays: one, or values + index / mask + row pointers of sparse rows
         wts = [q.tensors[t] for t in n.inputs[1:4]] if n.op in SPARSE_OPS else \
-            [q.tensors[t] for t in n.inputs[1:3]] if n.op in RNN_OPS else [w] if w is not None else []
+            [q.tensors[t] for t in n.inputs[1:3]] if n.op in RNN_OPS + CODEBOOK_OPS else [w] if w is not None else []
         wbytes = int(sum(t.data.nbytes for t in wts))
         fmt = None
         if w is not None:
@@ -74,7 +76,8 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
                                  "row pointers)",
                    "sparse-bitmask": "int8 per-channel, bitmask rows (1-bit mask per weight, int8 nonzero "
                                      "values, int32 row pointers)"}.get(
-                wf, f"{wf} (sign x 2^-e x per-channel scale)")
+                wf, f"{wf} (sign x 2^-e x scale)" if wf.startswith("pow2-") else
+                f"{wf} (sign x s x q^k: exponential codebook, base q, int16 codebook)")
         layers.append({
             "name": n.name, "op": n.op, "kernel": by_name[n.name]["kernel"],
             "weight_format": fmt,
@@ -84,6 +87,9 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
             list(w.shape) if w is not None else None,
             "macs": _macs(q, n),
             "weight_bytes": wbytes,
+            # code bytes of the layer's kernel function in firmware.elf (nm -S; shared kernels count in each
+            # layer using them); None for host builds
+            "kernel_code_bytes": (elf or {}).get("symbols", {}).get(by_name[n.name]["kernel"]) if elf else None,
             "weight_bytes_in_elf": sum((elf or {}).get("symbols", {}).get(facts["const_symbols"].get(t.name)) or 0
                                        for t in wts) or None if wts and elf else None,
             "packed_bytes": wbytes if fmt and (not fmt.startswith("int8") or n.op in SPARSE_OPS) else None,
@@ -132,6 +138,10 @@ def make_report(g, q, facts, sizes, board, model_path, command, elf=None) -> dic
     }
 
 
+def _v(x) -> str:
+    return "" if x is None else str(x)
+
+
 def report_md(r: dict, plots=()) -> str:
     lines = [f"# edgepack build report: {Path(r['model']).name} on {r['board']}", "",
              f"`{r['command']}`", "",
@@ -147,8 +157,8 @@ def report_md(r: dict, plots=()) -> str:
     for k, v in (r.get("measured") or {}).items():
         lines.append(f"| {k} | {v} |")
     lines += ["", "| # | layer | op | kernel | schedule | weights | input shapes | output | MACs | weight bytes "
-              "| arena offset | scratch (offset) | instructions | MAC/instr |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| kernel code bytes | arena offset | scratch (offset) | instructions | MAC/instr |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, l in enumerate(r["layers"]):
         off = l["arena_offset"] if l["arena_offset"] is not None else l["output_storage"]
         ins = f"{l['instructions']:.0f}" if l.get("instructions") is not None else ""
@@ -156,7 +166,7 @@ def report_md(r: dict, plots=()) -> str:
         scr = f"{l['scratch_bytes']} ({l['scratch_offset']})" if l.get("scratch_bytes") else ""
         lines.append(f"| {i} | {l['name']} | {l['op']} | {l['kernel']} | {l.get('schedule', 'plain')} | "
                      f"{l['weight_format'] or ''} | {l['input_shapes']} | {l['output_shape']} | {l['macs']} | "
-                     f"{l['weight_bytes']} | {off} | {scr} | {ins} | {mpi} |")
+                     f"{l['weight_bytes']} | {_v(l.get('kernel_code_bytes'))} | {off} | {scr} | {ins} | {mpi} |")
     notes = [f"- {l['name']} ({l['op']}): {l['memory_note']}" for l in r["layers"] if l.get("memory_note")]
     if notes:
         lines += ["", "Memory plan: where a concat or slice is a view (no copy), and why a copy is made:", *notes]

@@ -49,11 +49,12 @@ def _c_array(values: np.ndarray, per_line: int = 24) -> str:
 
 
 # Node attributes kept for the report and the card only: the names of the folded batchnorm and of the nodes fused
-# into a pointwise region, and the float weight scales (the kernels read the integer multipliers). They are left
+# into a pointwise region, and the float weight scales and bases (the kernels read the integer multipliers and
+# codebooks; the codebook's 2^P is in them). They are left
 # out of a kernel's attributes, so out of its cache key too: layers, or builds of one model from two frontends
 # (whose node names differ, and whose float scales may differ in the last bits), that differ only in them share
 # a kernel.
-RECORD_ONLY_ATTRS = frozenset({"folded_bn", "fused_nodes", "w_scale"})
+RECORD_ONLY_ATTRS = frozenset({"folded_bn", "fused_nodes", "w_scale", "w_base", "codebook_shift"})
 
 
 def kernel_spec(g, node, mp=None):

@@ -201,17 +201,60 @@ def _lower_binary(g, q, n, x, packed, qp, add_act, fuse_output):
         q.add_node("reshape", n.name + "_flat", [y], [final], shape=tuple(fshape))
 
 
+CODEBOOK_P_MAX = 14  # codebook entries round(q^(m-1) * 2^P) <= 2^14: int16 even with the sign applied
+
+
 def _exp_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
-    """Exponent-code a layer (weights in kernel order, output channel first): (codes packed, bias, mult,
-    shift, top, scales, levels). The int32 accumulator bound (pack.expcodes.accumulator_bound) must hold:
-    the window of exponents shrinks from 2^(bits-1)-1 levels until it does; a layer for which even one
+    """``--weights expN``: exponent codes with a tuned base and an integer codebook (weights in kernel order,
+    output channel first). Returns (codes packed, codebook, bias, mult, shift, scales, bases, P).
+
+    compress.expdisc.exp_discretize chooses q and s per channel (or per layer; with per-channel scales, q is
+    one per layer where a codebook row per channel would take more than 1/8 of the codes' bytes: small
+    layers). The codebook of a channel (or of the layer) is
+    C_0 = 0, C_m = round(q^(m-1) * 2^P) (m = 1 .. 2^(bits-1)-1), int16, with P the largest of 14, 13, .. 0
+    for which the proven int32 accumulator bound holds: |bias| + 255 * sum |w_int| < 2^31 for every channel
+    (pack.expcodes.accumulator_bound), the bias quantized as round(b / (s_in * s / 2^P)). The weights are
+    rounded to the realised levels s * C_m / 2^P (compress.expdisc.nearest_codes), so what the integer
+    reference computes is what was optimised; s_in * s / 2^P / s_out is the requantization multiplier. A
+    layer for which even P = 0 overflows is refused with the numbers."""
+    from ..pack import expcodes
+    from .expdisc import exp_discretize, nearest_codes
+
+    o, nl = w_ohwi.shape[0], 1 << (bits - 1)
+    # a codebook row per channel where its bytes are at most 1/8 of the codes' (else one row for the layer,
+    # the scales still per channel)
+    base_rows = per_channel and o * nl * 2 * 8 <= o * expcodes.row_bytes(w_ohwi[0].size, bits)
+    _, scale, base = exp_discretize(w_ohwi, bits, per_channel=per_channel, base_per_channel=base_rows)
+    g = o if base_rows else 1
+    powers = base[:g, None] ** np.arange(nl - 1)[None, :]
+    for p in range(CODEBOOK_P_MAX, -1, -1):
+        cb = np.zeros((g, nl), np.int64)
+        cb[:, 1:] = np.round(powers * (1 << p))
+        codes = nearest_codes(w_ohwi, scale[:, None] * cb / float(1 << p), bits)
+        w_int = expcodes.decode_codebook(codes, bits, cb)
+        real = in_scale * np.asarray(scale, np.float64) / float(1 << p)
+        bias = np.clip(np.round(b / real), -(2**31), 2**31 - 1).astype(np.int64)
+        bound = expcodes.accumulator_bound(w_int, bias)
+        if bound < 2**31:
+            ms = [quantize_multiplier(float(r / out_scale)) for r in real]
+            return (expcodes.pack(codes, bits), cb.astype(np.int16), bias.astype(np.int32),
+                    np.array([x for x, _ in ms], np.int32), np.array([x for _, x in ms], np.int32),
+                    np.asarray(scale), np.asarray(base), p)
+    raise EdgepackError(f"node '{n.name}': exp{bits} weights would overflow the int32 accumulator even with a "
+                        f"codebook of 2^0 (worst case {bound} >= 2^31 for K = {w_ohwi[0].size}); use int8 for it")
+
+
+def _pow2_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
+    """``--weights pow2-N``: power-of-two codes (weights in kernel order, output channel first): (codes packed,
+    bias, mult, shift, top, scales, levels). The int32 accumulator bound (pack.expcodes.accumulator_bound) must
+    hold: the window of exponents shrinks from 2^(bits-1)-1 levels until it does; a layer for which even one
     level overflows is refused with the numbers."""
     from ..pack import expcodes
-    from .expdisc import exp_discretize
+    from .expdisc import pow2_discretize
 
     full = (1 << (bits - 1)) - 1
     for levels in range(full, 0, -1):
-        codes, scale = exp_discretize(w_ohwi, bits, per_channel=per_channel, max_levels=levels)
+        codes, scale = pow2_discretize(w_ohwi, bits, per_channel=per_channel, max_levels=levels)
         m = codes.astype(np.int64) & full
         top = int(m.max() - 1) if m.max() > 0 else 0
         w_int = expcodes.decode(codes, bits, top)
@@ -222,8 +265,8 @@ def _exp_layer(n, w_ohwi, b, in_scale, out_scale, bits, per_channel):
             ms = [quantize_multiplier(float(r / out_scale)) for r in real]
             return (expcodes.pack(codes, bits), bias.astype(np.int32), np.array([x for x, _ in ms], np.int32),
                     np.array([x for _, x in ms], np.int32), top, np.asarray(scale), levels)
-    raise EdgepackError(f"node '{n.name}': exp{bits} weights would overflow the int32 accumulator even with one "
-                        f"exponent level (worst case {bound} >= 2^31 for K = {w_ohwi[0].size}); use int8 for it")
+    raise EdgepackError(f"node '{n.name}': pow2-{bits} weights would overflow the int32 accumulator even with "
+                        f"one exponent level (worst case {bound} >= 2^31 for K = {w_ohwi[0].size}); use int8 for it")
 
 
 def _sparse_layer(op, wk, attrs):
@@ -253,7 +296,8 @@ def _sparse_layer(op, wk, attrs):
 def quantize(g: Graph, calib: np.ndarray, per_channel: bool = True, weight_formats: dict | None = None) -> Graph:
     """Quantize a float-dialect graph with a calibration batch (NCHW float32) into the integer dialect.
 
-    ``weight_formats`` maps layer names to "int8" (default), "exp2".."exp6" (exponent codes) or "sparse" (int8
+    ``weight_formats`` maps layer names to "int8" (default), "exp2".."exp8" (exponent codes, tuned base, integer
+    codebook), "pow2-2".."pow2-6" (power-of-two exponent codes) or "sparse" (int8
     weights in compressed sparse rows where that is smaller). A requantization scale that int32 cannot hold
     (weights or a bias vastly larger than the layer's activations, as in a corrupt file) is one EdgepackError
     naming the node."""
@@ -397,16 +441,25 @@ def _quantize(g, calib, per_channel, weight_formats, current):
             if attrs.get("groups", 1) != 1 and fmt != "int8":
                 attrs["sparse_note"] = f"kept int8: no {fmt} kernel for grouped convolution"
                 fmt = "int8"
-            if fmt.startswith("exp"):
-                bits = int(fmt[3:])
+            extra = []
+            if fmt.startswith(("exp", "pow2-")):
                 wf = w if op == "dense_s8" else (w.transpose(0, 2, 3, 1) if op == "conv2d_s8" else w[:, 0])
-                codes, bq, mult, shift, top, ws, levels = _exp_layer(n, wf, b, iq.scale, oq.scale, bits,
-                                                                     per_channel)
-                op = op.replace("_s8", "_exp")
-                wk = codes
-                attrs.update(bits=bits, top=top, wshape=tuple(wf.shape), exp_levels=levels, w_scale=ws.tolist(),
-                             weight_format=fmt)
-            op, warrays = _sparse_layer(op, wk, attrs) if fmt == "sparse" else (op, [("w", wk)])
+                if fmt.startswith("exp"):
+                    bits = int(fmt[3:])
+                    wk, cb, bq, mult, shift, ws, base, p = _exp_layer(n, wf, b, iq.scale, oq.scale, bits,
+                                                                      per_channel)
+                    op = op.replace("_s8", "_expcb")
+                    extra = [("codebook", cb)]
+                    attrs.update(bits=bits, wshape=tuple(wf.shape), codebook_shift=p, w_scale=ws.tolist(),
+                                 w_base=base.tolist(), codebook_rows=int(cb.shape[0]), weight_format=fmt)
+                else:
+                    bits = int(fmt[5:])
+                    wk, bq, mult, shift, top, ws, levels = _pow2_layer(n, wf, b, iq.scale, oq.scale, bits,
+                                                                       per_channel)
+                    op = op.replace("_s8", "_exp")
+                    attrs.update(bits=bits, top=top, wshape=tuple(wf.shape), exp_levels=levels,
+                                 w_scale=ws.tolist(), weight_format=fmt)
+            op, warrays = _sparse_layer(op, wk, attrs) if fmt == "sparse" else (op, [("w", wk)] + extra)
             wts = [q.add_const(f"{pre}_{k}", np.ascontiguousarray(v)) for k, v in warrays]
             q.tensors[wts[0]].quant = QParams(ws, 0, 0)
             ins = [x, *wts, q.add_const(f"{pre}_bias", bq), q.add_const(f"{pre}_mult", mult),

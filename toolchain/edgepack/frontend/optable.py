@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # weight formats a layer accepts (``--weights`` / ``--layer-weights``; see README)
-CONV_WEIGHTS = "int8, sparse, exp2..exp6, binary (depthwise: int8, exp2..exp6)"
-DENSE_WEIGHTS = "int8, sparse, exp2..exp6, binary"
+CONV_WEIGHTS = "int8, sparse, exp2..exp8, pow2-2..pow2-6, binary (depthwise: int8, exp2..exp8, pow2-2..pow2-6)"
+DENSE_WEIGHTS = "int8, sparse, exp2..exp8, pow2-2..pow2-6, binary"
 CONST_INT8 = "constant operand: int8 per-tensor"
 
 

@@ -1,9 +1,14 @@
-"""Exponent codes: the storage format of exponentially discretized weights (``--weights expN``).
+"""Exponent codes: the storage format of exponentially discretized weights (``--weights expN``, ``pow2-N``).
 
-A code has ``bits`` = b bits (2..6): the top bit is the sign (1 = negative), the low b-1 bits a magnitude
-index m. m = 0 is the weight 0; m = 1 .. 2^(b-1)-1 is the weight sign * scale * 2^-(m-1) (m = 1 the largest).
-In the integer kernels the weight is the integer sign * 2^(top - (m-1)), ``top`` being the layer's largest
-exponent index in use, and the per-channel requantization multiplier carries scale * 2^-top.
+A code has ``bits`` = b bits (2..8): the top bit is the sign (1 = negative), the low b-1 bits a magnitude
+index m. m = 0 is the weight 0; m = 1 .. 2^(b-1)-1 is the weight sign * s * q^(m-1) (m = 1 the largest).
+
+* ``expN`` (tuned base q): in the integer kernels the weight is sign * codebook[g, m], an integer codebook of
+  2^(b-1) int16 entries per channel g (or one row for the layer), codebook[g, 0] = 0 and codebook[g, m] =
+  round(q^(m-1) * 2^P) (compress.quantize._exp_layer); the per-channel requantization multiplier carries
+  s * 2^-P. :func:`decode_codebook`.
+* ``pow2-N`` (q = 1/2): the weight is the integer sign * 2^(top - (m-1)), ``top`` being the layer's largest
+  exponent index in use, and the multiplier carries scale * 2^-top. :func:`decode`.
 
 Layout: row-major over (O, ...) like the int8 weights (conv: O, KH, KW, I; depthwise: KH, KW, C transposed to
 C, KH, KW; dense: O, I); each output channel's row of K codes is a little-endian bit stream -- code i
@@ -54,6 +59,21 @@ def decode(codes: np.ndarray, bits: int, top: int) -> np.ndarray:
     neg = (codes >> (bits - 1)) & 1
     mag = np.where(m == 0, 0, np.left_shift(1, np.maximum(top - (m - 1), 0)))
     return np.where(neg == 1, -mag, mag)
+
+
+def decode_codebook(codes: np.ndarray, bits: int, codebook: np.ndarray) -> np.ndarray:
+    """Codes (O, ...) -> the integer weights sign * codebook[g, m], int64; g = the output channel (row) when
+    the codebook has O rows, 0 when it has one (per-layer granularity)."""
+    codes = np.asarray(codes, np.int64)
+    cb = np.asarray(codebook, np.int64)
+    if cb.ndim != 2 or cb.shape[1] != 1 << (bits - 1) or cb.shape[0] not in (1, codes.shape[0]):
+        raise ValueError(f"codebook shape {cb.shape} does not fit {bits}-bit codes of {codes.shape[0]} channels")
+    flat = codes.reshape(codes.shape[0], -1)
+    m = flat & ((1 << (bits - 1)) - 1)
+    rows = np.broadcast_to(np.arange(codes.shape[0])[:, None] if cb.shape[0] > 1 else np.zeros((1, 1), np.int64),
+                           m.shape)
+    mag = cb[rows, m]
+    return np.where((flat >> (bits - 1)) & 1 == 1, -mag, mag).reshape(codes.shape)
 
 
 def accumulator_bound(w_int: np.ndarray, bias: np.ndarray, in_range: int = 255) -> int:

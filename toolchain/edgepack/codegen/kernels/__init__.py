@@ -12,7 +12,7 @@ avgpool_s8_sxtab16, with the micro-kernels of intrin_dsp.py) are chosen by codeg
 """
 
 from . import (add_s8, avgpool_s8, bconv2d_b1, bconv2d_b1_s8, binarize_s8, clamp_s8, concat_s8, conv2d_exp,
-               conv2d_s8, conv2d_s8_bitmask, conv2d_s8_csr, dense_exp, dense_s8, dense_s8_bitmask, dense_s8_csr,
+               conv2d_expcb, dense_expcb, dwconv2d_expcb, conv2d_s8, conv2d_s8_bitmask, conv2d_s8_csr, dense_exp, dense_s8, dense_s8_bitmask, dense_s8_csr,
                dwconv2d_exp, dwconv2d_s8, lut_s8, maxpool_s8, mul_s8, pad_s8, prelu_s8, slice_s8, softmax_s8)
 
 KERNELS = {
@@ -36,6 +36,9 @@ KERNELS = {
     "conv2d_exp": conv2d_exp,
     "dwconv2d_exp": dwconv2d_exp,
     "dense_exp": dense_exp,
+    "conv2d_expcb": conv2d_expcb,
+    "dwconv2d_expcb": dwconv2d_expcb,
+    "dense_expcb": dense_expcb,
     "conv2d_s8_csr": conv2d_s8_csr,
     "dense_s8_csr": dense_s8_csr,
     "conv2d_s8_bitmask": conv2d_s8_bitmask,

@@ -1,4 +1,6 @@
-"""Shared pieces of the exponent-code kernels (conv2d_exp, dwconv2d_exp, dense_exp).
+"""Shared pieces of the exponent-code kernels: the power-of-two ones (conv2d_exp, dwconv2d_exp, dense_exp,
+``--weights pow2-N``) and the codebook ones (conv2d_expcb, dwconv2d_expcb, dense_expcb, ``--weights expN``:
+:func:`check_codebook`, :func:`signed_table_macro`, :func:`code_at`, :func:`requantize_store32`).
 
 Codes (``pack.expcodes``): b bits, top bit the sign, low b-1 bits the magnitude index m; m = 0 is 0, else the
 weight is sign * 2^max(top - (m-1), 0). Every kernel decodes through a 2^b-entry table that it builds on its
@@ -22,6 +24,32 @@ from tvm.script import tirx as T
 from ...pack.expcodes import row_bytes  # noqa: F401  (re-exported for the kernels)
 
 SCRATCH_BYTES = 5120  # stack bytes a kernel may use for decoded weights and tap sums (boards: 8 KiB stack)
+
+
+def check_codebook(op: str, attrs, shapes, rows: int) -> tuple:
+    """(bits, codebook rows G, entries NC) of an ``*_expcb`` layer: the codebook is (G, 2^(bits-1)) int16 with
+    G = 1 (per layer) or ``rows`` (one per output channel)."""
+    bits = int(attrs["bits"])
+    if not 2 <= bits <= 8:
+        raise ValueError(f"{op}: bits must be 2..8, got {bits}")
+    g, nc = (int(v) for v in shapes["codebook"])
+    if nc != 1 << (bits - 1) or g not in (1, rows):
+        raise ValueError(f"{op}: codebook shape ({g}, {nc}) does not fit {bits}-bit codes of {rows} channels")
+    return bits, g, nc
+
+
+def signed_table_macro(bits, nc, off=0):
+    """Macro (TS, CBk, row): TS[off + c] = sign(c) * codebook[row, c & (nc - 1)] for the 2^bits codes c (a
+    loop)."""
+    n = 1 << bits
+
+    @T.macro
+    def body(TS, CBk, row):
+        for c in range(n):
+            TS[off + c] = T.Select(c >= nc, 0 - T.Cast("int32", CBk[row * nc + (c & (nc - 1))]),
+                             T.Cast("int32", CBk[row * nc + (c & (nc - 1))]))
+
+    return body
 
 
 def check_exp_attrs(op: str, attrs) -> tuple:
