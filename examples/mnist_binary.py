@@ -35,9 +35,15 @@ The three models:
            normalisation of the activations in training) with the closed-form scale alpha_c = mean|w'_c|
            instead of the official learned alpha (--scale learned gives the official code's learned alpha;
            see edgepack.compress.binarize_recu for the formulas)
-    STE    the plain BNN / XNOR-Net baseline: sign(w) * mean|w_c|, clipped STE 1{|x| <= 1}, nothing else
+    STE    the BNN / XNOR-Net weights sign(w) * mean|w_c| (identity STE) on the ReCU model's activation path
+           (ApproxSign, act_norm, learned thresholds): ReCU's own weight parts are the only difference
 
 --quick: 1 epoch on 2,000 training images, 1 seed, for CI (about 20-40 s on 2 cores).
+
+The table below was measured before the learned sign thresholds (binarize()'s default since issue 16) and before
+STE shared the ReCU activation path (its STE then was the clipped STE without act_norm); it has not been re-measured
+with the current defaults. In this net every sign reads a batchnorm output (signed), so the thresholds matter less
+here than in a conv-BN-ReLU net (examples/binary_resnet.py).
 
 Measured (CPU, OMP_NUM_THREADS=1; width 32, 10 epochs, batch 64, Adam lr 3e-3 cosine, tau 0.85 -> 0.99), test
 accuracy (%) on the 1,000 test images, seeds 0..7. Seeds 0-2 are the output of
