@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .exp_common import (SCRATCH_BYTES, bounds_macro, check_exp_attrs, code_at, factor, group, requantize_store32,
+from .exp_common import (code_rows, SCRATCH_BYTES, bounds_macro, check_exp_attrs, code_at, factor, group, requantize_store32,
                          row_bytes, shift_table_macro, static_code, table_macro, unroll_factor, window_geometry)
 
 PARAMS = ["x", "codes", "bias", "mult", "shift", "y"]
@@ -91,9 +91,7 @@ def template(attrs, shapes):
         raise ValueError(f"conv2d_exp: y has {OY} channels, weights {O}")
     p = plan(attrs, shapes)
     bits, top, f, K, KT = p["bits"], p["top"], p["f"], p["K"], p["KT"]
-    RB = row_bytes(K, bits)
-    if tuple(shapes["codes"]) != (O, RB):
-        raise ValueError(f"conv2d_exp: codes shape {tuple(shapes['codes'])} != ({O}, {RB})")
+    RB = code_rows("conv2d_exp", shapes, O, K, bits)
     g = window_geometry("conv2d_exp", attrs, H, W, KH, KW, OH, OW)
     SH, SW, PT, PL, DH, DW = g["SH"], g["SW"], g["PT"], g["PL"], g["DH"], g["DW"]
     clip_v, clip_h = g["clip_v"], g["clip_h"]

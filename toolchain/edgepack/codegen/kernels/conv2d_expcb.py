@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .exp_common import (SCRATCH_BYTES, bounds_macro, check_codebook, code_at, requantize_store32, row_bytes,
+from .exp_common import (code_rows, SCRATCH_BYTES, bounds_macro, check_codebook, code_at, requantize_store32, row_bytes,
                          signed_table_macro, unroll_factor, window_geometry)
 
 PARAMS = ["x", "codes", "codebook", "bias", "mult", "shift", "y"]
@@ -63,9 +63,7 @@ def template(attrs, shapes):
         raise ValueError(f"conv2d_expcb: y has {OY} channels, weights {O}")
     bits, G, NC = check_codebook("conv2d_expcb", attrs, shapes, O)
     K = KH * KW * C
-    RB = row_bytes(K, bits)
-    if tuple(shapes["codes"]) != (O, RB):
-        raise ValueError(f"conv2d_expcb: codes shape {tuple(shapes['codes'])} != ({O}, {RB})")
+    RB = code_rows("conv2d_expcb", shapes, O, K, bits)
     g = window_geometry("conv2d_expcb", attrs, H, W, KH, KW, OH, OW)
     SH, SW, PT, PL, DH, DW = g["SH"], g["SW"], g["PT"], g["PL"], g["DH"], g["DW"]
     in_zp, out_zp = int(attrs["in_zp"]), int(attrs["out_zp"])

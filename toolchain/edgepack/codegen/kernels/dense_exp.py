@@ -18,7 +18,7 @@ import math
 
 from tvm.script import tirx as T
 
-from .exp_common import (check_exp_attrs, group, requantize_store32, row_bytes, shift_table_macro, static_code,
+from .exp_common import (code_rows, check_exp_attrs, group, requantize_store32, row_bytes, shift_table_macro, static_code,
                          table_macro)
 
 PARAMS = ["x", "codes", "bias", "mult", "shift", "y"]
@@ -37,9 +37,7 @@ def template(attrs, shapes):
     strategy = attrs.get("exp_strategy", STRATEGY)
     if strategy not in ("mul", "shift"):
         raise ValueError(f"dense_exp: exp_strategy must be 'mul' or 'shift', got {strategy!r}")
-    RB = row_bytes(F, bits)
-    if tuple(shapes["codes"]) != (O, RB):
-        raise ValueError(f"dense_exp: codes shape {tuple(shapes['codes'])} != ({O}, {RB})")
+    RB = code_rows("dense_exp", shapes, O, F, bits)
     in_zp, out_zp = int(attrs["in_zp"]), int(attrs["out_zp"])
     lo, hi = attrs["act_min"], attrs["act_max"]
     G, GB = group(bits)  # codes, bytes per group

@@ -14,7 +14,7 @@ import math
 
 from tvm.script import tirx as T
 
-from .exp_common import check_codebook, code_at, requantize_store32, row_bytes, signed_table_macro
+from .exp_common import code_rows, check_codebook, code_at, requantize_store32, row_bytes, signed_table_macro
 
 PARAMS = ["x", "codes", "codebook", "bias", "mult", "shift", "y"]
 CONST = {"x", "codes", "codebook", "bias", "mult", "shift"}
@@ -26,9 +26,7 @@ def template(attrs, shapes):
     if FW != F:
         raise ValueError(f"dense_expcb: weight columns {FW} != input features {F}")
     bits, G, NC = check_codebook("dense_expcb", attrs, shapes, O)
-    RB = row_bytes(F, bits)
-    if tuple(shapes["codes"]) != (O, RB):
-        raise ValueError(f"dense_expcb: codes shape {tuple(shapes['codes'])} != ({O}, {RB})")
+    RB = code_rows("dense_expcb", shapes, O, F, bits)
     in_zp, out_zp = int(attrs["in_zp"]), int(attrs["out_zp"])
     lo, hi = attrs["act_min"], attrs["act_max"]
     fill = signed_table_macro(bits, NC)

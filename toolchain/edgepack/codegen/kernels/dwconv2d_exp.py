@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .exp_common import (SCRATCH_BYTES, bounds_macro, check_exp_attrs, code_at, requantize_store32, row_bytes,
+from .exp_common import (code_rows, SCRATCH_BYTES, bounds_macro, check_exp_attrs, code_at, requantize_store32, row_bytes,
                          shift_table_macro, table_macro, window_geometry)
 
 PARAMS = ["x", "codes", "bias", "mult", "shift", "y"]
@@ -55,9 +55,7 @@ def template(attrs, shapes):
         raise ValueError(f"dwconv2d_exp: y has {OY} channels, weights {CO}")
     p = plan(attrs, shapes)
     bits, top, KT, DM, path, CB = p["bits"], p["top"], p["KT"], p["DM"], p["path"], p["in_channels"]
-    RB = row_bytes(KT, bits)
-    if tuple(shapes["codes"]) != (CO, RB):
-        raise ValueError(f"dwconv2d_exp: codes shape {tuple(shapes['codes'])} != ({CO}, {RB})")
+    RB = code_rows("dwconv2d_exp", shapes, CO, KT, bits)
     g = window_geometry("dwconv2d_exp", attrs, H, W, KH, KW, OH, OW)
     SH, SW, PT, PL, DH, DW = g["SH"], g["SW"], g["PT"], g["PL"], g["DH"], g["DW"]
     clipped = g["clip_v"] or g["clip_h"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .exp_common import (SCRATCH_BYTES, check_codebook, code_at, requantize_store32, row_bytes, signed_table_macro,
+from .exp_common import (code_rows, SCRATCH_BYTES, check_codebook, code_at, requantize_store32, row_bytes, signed_table_macro,
                          window_geometry)
 
 PARAMS = ["x", "codes", "codebook", "bias", "mult", "shift", "y"]
@@ -32,9 +32,7 @@ def template(attrs, shapes):
         raise ValueError(f"dwconv2d_expcb: y has {OY} channels, weights {CO}")
     bits, G, NC = check_codebook("dwconv2d_expcb", attrs, shapes, CO)
     KT = KH * KW
-    RB = row_bytes(KT, bits)
-    if tuple(shapes["codes"]) != (CO, RB):
-        raise ValueError(f"dwconv2d_expcb: codes shape {tuple(shapes['codes'])} != ({CO}, {RB})")
+    RB = code_rows("dwconv2d_expcb", shapes, CO, KT, bits)
     g = window_geometry("dwconv2d_expcb", attrs, H, W, KH, KW, OH, OW)
     SH, SW, PT, PL, DH, DW = g["SH"], g["SW"], g["PT"], g["PL"], g["DH"], g["DW"]
     padded = g["clip_v"] or g["clip_h"]

@@ -26,6 +26,14 @@ from ...pack.expcodes import row_bytes  # noqa: F401  (re-exported for the kerne
 SCRATCH_BYTES = 5120  # stack bytes a kernel may use for decoded weights and tap sums (boards: 8 KiB stack)
 
 
+def code_rows(op: str, shapes, rows: int, k: int, bits: int) -> int:
+    """Bytes per packed row of ``k`` codes of ``bits`` bits, after checking that shapes["codes"] is (rows, that)."""
+    rb = row_bytes(k, bits)
+    if tuple(shapes["codes"]) != (rows, rb):
+        raise ValueError(f"{op}: codes shape {tuple(shapes['codes'])} != ({rows}, {rb})")
+    return rb
+
+
 def check_codebook(op: str, attrs, shapes, rows: int) -> tuple:
     """(bits, codebook rows G, entries NC) of an ``*_expcb`` layer: the codebook is (G, 2^(bits-1)) int16 with
     G = 1 (per layer) or ``rows`` (one per output channel)."""
