@@ -35,7 +35,7 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 from .exp_common import (code_rows, SCRATCH_BYTES, bounds_macro, check_exp_attrs, code_at, factor, group, requantize_store32,
-                         row_bytes, shift_table_macro, static_code, table_macro, unroll_factor, window_geometry)
+                         shift_table_macro, static_code, table_macro, unroll_factor, window_geometry)
 
 PARAMS = ["x", "codes", "bias", "mult", "shift", "y"]
 CONST = {"x", "codes", "bias", "mult", "shift"}

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .exp_common import (code_rows, SCRATCH_BYTES, bounds_macro, check_codebook, code_at, requantize_store32, row_bytes,
+from .exp_common import (code_rows, SCRATCH_BYTES, bounds_macro, check_codebook, code_at, requantize_store32,
                          signed_table_macro, unroll_factor, window_geometry)
 
 PARAMS = ["x", "codes", "codebook", "bias", "mult", "shift", "y"]

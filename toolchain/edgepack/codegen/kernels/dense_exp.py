@@ -18,7 +18,7 @@ import math
 
 from tvm.script import tirx as T
 
-from .exp_common import (code_rows, check_exp_attrs, group, requantize_store32, row_bytes, shift_table_macro, static_code,
+from .exp_common import (code_rows, check_exp_attrs, group, requantize_store32, shift_table_macro, static_code,
                          table_macro)
 
 PARAMS = ["x", "codes", "bias", "mult", "shift", "y"]

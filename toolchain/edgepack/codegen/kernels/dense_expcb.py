@@ -14,7 +14,7 @@ import math
 
 from tvm.script import tirx as T
 
-from .exp_common import code_rows, check_codebook, code_at, requantize_store32, row_bytes, signed_table_macro
+from .exp_common import code_rows, check_codebook, code_at, requantize_store32, signed_table_macro
 
 PARAMS = ["x", "codes", "codebook", "bias", "mult", "shift", "y"]
 CONST = {"x", "codes", "codebook", "bias", "mult", "shift"}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .exp_common import (code_rows, SCRATCH_BYTES, bounds_macro, check_exp_attrs, code_at, requantize_store32, row_bytes,
+from .exp_common import (code_rows, SCRATCH_BYTES, bounds_macro, check_exp_attrs, code_at, requantize_store32,
                          shift_table_macro, table_macro, window_geometry)
 
 PARAMS = ["x", "codes", "bias", "mult", "shift", "y"]

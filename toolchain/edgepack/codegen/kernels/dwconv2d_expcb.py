@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from .exp_common import (code_rows, SCRATCH_BYTES, check_codebook, code_at, requantize_store32, row_bytes, signed_table_macro,
+from .exp_common import (code_rows, SCRATCH_BYTES, check_codebook, code_at, requantize_store32, signed_table_macro,
                          window_geometry)
 
 PARAMS = ["x", "codes", "codebook", "bias", "mult", "shift", "y"]
