@@ -439,3 +439,28 @@ def test_signal_during_emulator_run_kills_qemu(files, hung, tmp_path, sig):
         r = edgepack("run", hung, "--input", files / "x.npy", "--on", "emulator", "--allow-edited", env=env)
         assert r.returncode == 1 and "did not finish" in r.stderr.strip().splitlines()[-1], r.stderr
         assert [q.name for q in tmp_path.iterdir() if q.name.startswith("ep-emu-")] == []
+
+
+def test_sigterm_as_the_staging_folder_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """The race CI hit: SIGTERM landing right after mkdtemp, before Staging had recorded the folder (its
+    __exit__ does not run when __enter__ raises). The signal is sent from inside make_temp_dir itself."""
+    from edgepack import outdir, proc
+    from edgepack.cli import _terminate
+    from edgepack.errors import Terminated
+
+    made = proc.make_temp_dir
+
+    def make_then_signal(prefix, parent=None):
+        d = made(prefix, parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return d
+
+    monkeypatch.setattr(proc, "make_temp_dir", make_then_signal)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with pytest.raises(Terminated):
+            with outdir.Staging(tmp_path / "new" / "out"):
+                raise AssertionError("the build body must not start")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []  # neither the staging folder nor the parent it created

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from . import __version__, proc
@@ -153,20 +154,27 @@ class Staging:
     def __init__(self, out: Path):
         self.out = Path(out)
         self.created = []
+        self.tmp = None
 
     def __enter__(self):
-        parent = self.out.parent
-        missing = []
-        while not parent.exists():
-            missing.append(parent)
-            parent = parent.parent
-        for d in reversed(missing):
-            d.mkdir()
-            self.created.append(d)
-        remove_stale_staging(self.out.parent)
-        self.tmp = proc.make_temp_dir(f".{self.out.name}.building-", self.out.parent)
-        self.dir = self.tmp / "out"
-        self.dir.mkdir()
+        try:
+            parent = self.out.parent
+            missing = []
+            while not parent.exists():
+                missing.append(parent)
+                parent = parent.parent
+            for d in reversed(missing):
+                with proc.signals_deferred():  # SIGINT / SIGTERM wait until the folder is on record
+                    d.mkdir()
+                    self.created.append(d)
+            remove_stale_staging(self.out.parent)
+            with proc.signals_deferred():
+                self.tmp = proc.make_temp_dir(f".{self.out.name}.building-", self.out.parent)
+            self.dir = self.tmp / "out"
+            self.dir.mkdir()
+        except BaseException:  # __exit__ does not run when __enter__ raises
+            self.__exit__(*sys.exc_info())
+            raise
         return self
 
     def commit(self, command: str):
@@ -181,7 +189,8 @@ class Staging:
         self.created = []
 
     def __exit__(self, exc_type, exc, tb):
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.tmp is not None:
+            proc.remove_tree(self.tmp)
         if exc_type is not None:
             for d in reversed(self.created):
                 try:

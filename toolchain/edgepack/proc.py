@@ -19,6 +19,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 OWNER_FILE = ".edgepack-owner"
@@ -88,15 +90,46 @@ def _alive(pid: int, start) -> bool:
     return start is None or now == start
 
 
+@contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM back (the kernel queues them) for a short critical section, so that their
+    exception cannot land between creating something and recording that it must be cleaned up."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # not POSIX, or not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def make_temp_dir(prefix: str, parent=None) -> Path:
     """A new folder (in ``parent``, default the system temp folder) whose name starts with ``prefix`` and
-    holds the owner file; its mode follows the umask like any folder the user would create."""
+    holds the owner file; its mode follows the umask like any folder the user would create. Call it inside
+    :func:`signals_deferred` where an interruption must not leave the folder behind unrecorded."""
     d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(d, 0o777 & ~mask)
-    (d / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid())}))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(d, 0o777 & ~mask)
+        (d / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid())}))
+    except BaseException:
+        remove_tree(d)
+        raise
     return d
+
+
+def remove_tree(d: Path, tries: int = 20):
+    """``shutil.rmtree`` that outlasts a killed child still writing into ``d`` for a few milliseconds (its
+    process group was sent SIGKILL, but a grandchild may not have died yet)."""
+    for _ in range(tries):
+        shutil.rmtree(d, ignore_errors=True)
+        if not os.path.lexists(d):
+            return
+        time.sleep(0.05)
 
 
 def remove_stale(parent, pattern: str) -> list:
@@ -117,6 +150,6 @@ def remove_stale(parent, pattern: str) -> list:
                 continue
         except (OSError, ValueError, KeyError, TypeError):
             continue  # no owner file (or not ours to judge): leave it
-        shutil.rmtree(d, ignore_errors=True)
+        remove_tree(d)
         removed.append(d)
     return removed

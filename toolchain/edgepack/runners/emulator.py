@@ -72,7 +72,8 @@ def run_raw(model, xq: np.ndarray, timeout: float | None = None, counts_out: dic
     n = xq.shape[0]
     out_bytes = model.outp.nbytes
     proc.remove_stale(None, TEMP_PREFIX + "*")  # left by runs that were killed
-    tmp = proc.make_temp_dir(TEMP_PREFIX)
+    with proc.signals_deferred():  # an interruption must not leave the folder unrecorded
+        tmp = proc.make_temp_dir(TEMP_PREFIX)
     try:
         np.ascontiguousarray(xq, dtype=np.int8).tofile(tmp / "input.bin")
         cmd = command(board, elf.resolve(), tmp)
@@ -97,5 +98,5 @@ def run_raw(model, xq: np.ndarray, timeout: float | None = None, counts_out: dic
             counts_out["instructions"] = instr[:, 0]
             counts_out["layer_instructions"] = instr[:, 1:]
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        proc.remove_tree(tmp)
     return out.reshape((n,) + tuple(model.outp.shape[1:]))
