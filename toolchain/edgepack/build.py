@@ -114,11 +114,16 @@ def compile_check(out: Path, board: dict) -> dict:
 
 def build(model_path, board_name: str = "host", out=None, calib=None, input_shape=None,
           command: str | None = None, weights: str = "int8", layer_weights: dict | None = None,
-          per_channel: bool = True, eval_data=None, trust_pickle: bool = False) -> dict:
+          per_channel: bool = True, eval_data=None, trust_pickle: bool = False, fit: dict | None = None,
+          before_commit=None) -> dict:
     """Build ``model_path`` for a board into ``out`` (atomically). ``eval_data``: an .npz with x, y (labelled
     inputs in the model's layout); the build then measures float and built-model accuracy on it (built model
     from emulator outputs where the board has an emulator, else host) for the report and the card.
-    ``trust_pickle``: allow a pickled nn.Module .pt (unpickling runs code from the file)."""
+    ``trust_pickle``: allow a pickled nn.Module .pt (unpickling runs code from the file).
+
+    ``fit``: the record of the ``edgepack fit`` search that chose this build (into the card).
+    ``before_commit(folder, report)``: called with the finished staging folder before it becomes OUT; it may
+    add files there (they enter the manifest) or raise EdgepackError, which leaves OUT untouched."""
     from .compress.quantize import quantize
     from .frontend import load_model
     from . import card, plots, provenance, report as reports
@@ -148,9 +153,12 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     if weights not in formats:
         raise EdgepackError(f"--weights {weights}: unknown weight format; choose one of {', '.join(formats)}")
     for name, fmt in (layer_weights or {}).items():
-        if fmt not in formats or fmt == "binary":
-            raise EdgepackError(f"--layer-weights {name}={fmt}: per-layer format must be int8, sparse, "
+        if fmt not in formats:
+            raise EdgepackError(f"--layer-weights {name}={fmt}: per-layer format must be int8, binary, sparse, "
                                 "exp2..exp8 or pow2-2..pow2-6")
+    if weights == "binary" and any(f != "int8" for f in (layer_weights or {}).values()):
+        raise EdgepackError("--weights binary binarizes every layer but the first and last; with "
+                            "--layer-weights name=binary binarize chosen layers of an int8 build instead")
     x_file = read_calibration(calib) if calib is not None else None
     evaluation = None
     if eval_data is not None:
@@ -171,13 +179,16 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     firmware.check_fits_early(board, g, int8_weights=weights == "int8" and not any(
         f != "int8" for f in (layer_weights or {}).values()))
     binarized = []
-    if weights == "binary":
+    chosen_binary = [k for k, f in (layer_weights or {}).items() if f == "binary"]
+    if weights == "binary" or chosen_binary:
         from .compress.binarize_ptq import binarize_graph
-        binarized = binarize_graph(g)
+        binarized = binarize_graph(g, only=chosen_binary or None)
     g.meta.setdefault("name", model_path.stem)
     x_cal, cal_source = load_calibration(calib, in_shape, x=x_file, batch_axis=batch_axis)
 
-    weight_formats = layer_formats(g, weights, layer_weights or {})
+    # a binarized layer is found by the sign it reads: its own format entry is int8 (the dense-weight default)
+    weight_formats = layer_formats(g, weights, {k: ("int8" if f == "binary" else f)
+                                                for k, f in (layer_weights or {}).items()})
     t = time.time()
     q = quantize(g, x_cal, per_channel=per_channel, weight_formats=weight_formats)
     q.meta["quantization"]["calibration_source"] = cal_source
@@ -204,11 +215,13 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
         timings["total"] = time.time() - t_start
         report["build_seconds"] = {k: round(v, 3) for k, v in timings.items()}
         report["measured"] = measured
-        qcard = card.make_card(g, q, report, board, provenance.read(model_path), measured)
+        qcard = card.make_card(g, q, report, board, provenance.read(model_path), measured, fit=fit)
         card.write(tmp, qcard)
         pngs = plots.write_plots(tmp, report)
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
         (tmp / "report.md").write_text(reports.report_md(report, pngs))
+        if before_commit is not None:
+            before_commit(tmp, report)
         stage.commit(command)
     return report
 

@@ -171,9 +171,10 @@ def _spatial_fields(q) -> dict:
     }
 
 
-def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict) -> dict:
+def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict, fit: dict | None = None) -> dict:
     """The card of a build: ``g`` the float graph, ``q`` the integer graph, ``report`` the build report,
-    ``provenance`` the model's recorded steps, ``measured`` what the build ran (see build.measure)."""
+    ``provenance`` the model's recorded steps, ``measured`` what the build ran (see build.measure), ``fit`` the
+    record of the ``edgepack fit`` search that chose the build (None: chosen by hand)."""
     meta = q.meta.get("quantization", {})
     layers = layer_rows(q, report)
     weighted = [l for l in layers if "weight_format" in l]
@@ -239,6 +240,7 @@ def make_card(g, q, report: dict, board: dict, provenance: list, measured: dict)
                                          "shapes (tests/test_ops_diff.py, tests/test_boards_diff.py)",
             "this_build": measured.get("bit_exact"),
         },
+        "fit": fit or "none (formats chosen by the command line)",
         "layers": layers,
         "measured": {
             "flash_bytes": report["flash_bytes"], "ram_bytes": report["ram_bytes"],
@@ -260,6 +262,15 @@ def _v(x) -> str:
     if isinstance(x, dict):
         return "; ".join(f"{k}: {_v(v)}" for k, v in x.items())
     return "" if x is None else str(x)
+
+
+def _fit_text(f) -> str:
+    if not isinstance(f, dict):
+        return f or "none (formats chosen by the command line)"
+    budget = ", ".join(f"{k} <= {v:,}" for k, v in f["budget"].items() if v is not None) or "none"
+    return (f"{f['algorithm']}; objective {f['objective']}; budget {budget}; max accuracy drop "
+            f"{f['max_drop']} points against float {f['float_accuracy']:.4f} on {f['eval']}; "
+            f"{f['candidates_evaluated']} candidates evaluated; chosen: {_v(f['chosen'])}; details in {f['report']}")
 
 
 def card_md(c: dict) -> str:
@@ -294,6 +305,7 @@ def card_md(c: dict) -> str:
          "; ".join(_v({k: s.get(k) for k in ("method", "criterion", "macs_before", "macs_after", "params_before",
                                              "params_after")}) for s in c["pruning"])),
         ("training-time methods", _v(c["training_methods"])),
+        ("format search (edgepack fit)", _fit_text(c.get("fit"))),
         ("bit-exactness", _v(c["bit_exactness"])),
     ]
     lines += [f"| {k} | {v} |" for k, v in rows]

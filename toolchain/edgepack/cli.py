@@ -47,6 +47,28 @@ def cmd_build(a):
     print(m["bit_exact"])
 
 
+def cmd_fit(a):
+    from .fit import DEFAULT_FORMATS, fit, parse_bytes, parse_count
+
+    cmd = "edgepack " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["fit"] else None
+    formats = tuple(f.strip() for f in a.formats.split(",") if f.strip()) if a.formats else DEFAULT_FORMATS
+    prune = tuple(float(v) for v in a.prune.split(",")) if a.prune else None
+    r = fit(a.model, a.board, a.data, a.eval, a.output, calib=a.calib, max_drop=a.max_drop,
+            flash=parse_bytes(a.flash, "--flash") if a.flash else None,
+            ram=parse_bytes(a.ram, "--ram") if a.ram else None,
+            max_instructions=parse_count(a.max_instructions, "--max-instructions") if a.max_instructions else None,
+            objective=a.objective, formats=formats, prune=prune, work=a.work, input_shape=a.input_shape,
+            trust_pickle=a.trust_pickle, max_candidates=a.max_candidates, command=cmd)
+    c, rep = r["chosen"], r["report"]
+    m = rep["measured"]
+    print(f"fit {a.output}: level {c['level']}, {', '.join(f'{k}={v}' for k, v in c['config'].items())}")
+    print(f"flash {rep['flash_bytes']} B, RAM {rep['ram_bytes']} B, "
+          + (f"{m['instructions_per_inference']:.0f} instructions per inference, "
+             if "instructions_per_inference" in m else "")
+          + f"accuracy {m['built_accuracy']:.4f} ({m['built_accuracy_measured_on']}) against float "
+            f"{m['float_accuracy']:.4f}; {r['candidates']} candidates; see {Path(a.output) / 'fit.md'}")
+
+
 def cmd_card(a):
     from . import card
 
@@ -185,6 +207,28 @@ def parser():
                    "float and built-model accuracy (emulator outputs where the board has one) for the card")
     b.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
     b.set_defaults(func=cmd_build)
+    ft = sub.add_parser("fit", help="search per-layer weight formats (and a pruning level) for the smallest or "
+                                    "fastest build that meets a budget and keeps the accuracy")
+    ft.add_argument("model", help=".onnx, .pt2 or .pt (as for build)")
+    ft.add_argument("--board", required=True)
+    ft.add_argument("--data", help=".npz with x, y: training data (calibration, pruning and its fine-tuning)")
+    ft.add_argument("--eval", required=True, help=".npz with x, y: the accuracy every candidate is scored on")
+    ft.add_argument("-o", "--output", required=True, help="output folder: the build of the chosen configuration")
+    ft.add_argument("--max-drop", type=float, default=1.0, help="accuracy points allowed below float (default 1)")
+    ft.add_argument("--flash", help="flash budget, e.g. 512K (default: the board's flash)")
+    ft.add_argument("--ram", help="RAM budget, e.g. 128K (default: the board's RAM)")
+    ft.add_argument("--max-instructions", help="instructions per inference, e.g. 20M")
+    ft.add_argument("--objective", default="size", choices=["size", "speed"],
+                    help="minimise flash (size, default) or instructions (speed) within the budget")
+    ft.add_argument("--formats", help="weight formats to search (default int8,exp3,exp4,exp5,exp6,binary,sparse)")
+    ft.add_argument("--prune", help="pruning levels, fractions of the MACs (default 1,0.75,0.5 with --data; "
+                                    "1 for none)")
+    ft.add_argument("--calib", help=".npy calibration batch (default: 200 images of --data)")
+    ft.add_argument("--work", help="checkpoint and measurement folder (default OUT.fit); rerun to resume")
+    ft.add_argument("--max-candidates", type=int, default=200, help="evaluations at most (default 200)")
+    ft.add_argument("--input-shape", type=_shape, help="input shape, e.g. 1,1,28,28 (for .pt files)")
+    ft.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+    ft.set_defaults(func=cmd_fit)
     c = sub.add_parser("card", help="print a build's quantization card, or compare two builds' cards")
     c.add_argument("out", nargs="+", help="one output folder, or two to compare")
     c.set_defaults(func=cmd_card)

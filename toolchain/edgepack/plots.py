@@ -49,3 +49,33 @@ def write_plots(folder: Path, report: dict) -> list:
     plt.close(fig)
     names.append("layers.png")
     return names
+
+
+def write_pareto(folder: Path, candidates: list, front_flash: list, front_ins: list, chosen) -> str:
+    """pareto.png for ``edgepack fit``: accuracy against flash and against instructions, every candidate
+    evaluated (by pruning level), the Pareto fronts as lines, the chosen candidate marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    levels = sorted({c["level"] for c in candidates}, key=float, reverse=True)
+    for ax, key, front, label in ((axes[0], "flash_bytes", front_flash, "flash (bytes)"),
+                                  (axes[1], "instructions", front_ins, "instructions per inference")):
+        for i, lv in enumerate(levels):
+            pts = [c for c in candidates if c["level"] == lv]
+            ax.scatter([c[key] for c in pts], [100 * c["accuracy"] for c in pts], s=14, alpha=0.6,
+                       color=f"C{i}", label=f"pruning level {lv}")
+        f = sorted(front, key=lambda c: c[key])
+        ax.plot([c[key] for c in f], [100 * c["accuracy"] for c in f], color="k", lw=1, label="Pareto front")
+        if chosen:
+            ax.scatter([chosen[key]], [100 * chosen["accuracy"]], marker="*", s=220, color="red", zorder=5,
+                       label="chosen")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy on --eval (%)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(Path(folder) / "pareto.png", dpi=90)
+    plt.close(fig)
+    return "pareto.png"

@@ -15,10 +15,28 @@ import numpy as np
 from ..graph import Graph, infer_shapes
 
 
-def binarize_graph(g: Graph, first_last_int8: bool = True) -> list:
-    """Binarize ``g`` in place; return the names of the layers it binarized."""
+def binary_candidates(g: Graph) -> list:
+    """The layers post-training binarization may take: every conv2d (groups 1) and dense but the first and the
+    last (the first reads the model input, the last writes the logits: both stay int8)."""
+    layers = [n for n in g.nodes if n.op in ("conv2d", "dense")][1:-1]
+    return [n.name for n in layers if not (n.op == "conv2d" and n.attrs.get("group", 1) != 1)]
+
+
+def binarize_graph(g: Graph, first_last_int8: bool = True, only=None) -> list:
+    """Binarize ``g`` in place; return the names of the layers it binarized. ``only``: binarize just these
+    layers (names; each must be one of :func:`binary_candidates`)."""
+    from ..errors import EdgepackError
+
     layers = [n for n in g.nodes if n.op in ("conv2d", "dense")]
-    if first_last_int8:
+    if only is not None:
+        allowed = set(binary_candidates(g))
+        for name in only:
+            if name not in allowed:
+                raise EdgepackError(f"--layer-weights {name}=binary: {name} cannot be binary (binary layers: "
+                                    f"{', '.join(sorted(allowed)) or 'none'}; not the first or last layer, not a "
+                                    "depthwise conv)")
+        layers = [n for n in layers if n.name in set(only)]
+    elif first_last_int8:
         layers = layers[1:-1]
     done = []
     for n in layers:

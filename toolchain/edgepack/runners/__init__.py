@@ -26,9 +26,20 @@ class Model:
         self.out = Path(out)
         if not (self.out / "graph.json").exists():
             raise EdgepackError(f"{self.out}: not an edgepack output folder (no graph.json); run edgepack build")
-        self.graph = Graph.load(self.out)
+        self._use(Graph.load(self.out))
+
+    def _use(self, graph):
+        self.graph = graph
         self.inp = self.graph.tensors[self.graph.inputs[0]]
         self.outp = self.graph.tensors[self.graph.outputs[0]]
+
+    @classmethod
+    def from_graph(cls, q: Graph) -> "Model":
+        """An integer graph in memory (not built): for the reference target only."""
+        m = cls.__new__(cls)
+        m.out = None
+        m._use(q)
+        return m
 
     @staticmethod
     def _float_shape(s):
