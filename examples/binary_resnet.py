@@ -28,14 +28,14 @@ outputs, which must be equal bit for bit.
 
 --quick: width 8, one seed, 1 epoch, the recipe row only, 2,000 training images (for a smoke test).
 
-Measured (CPU, 2 threads; 10 epochs, batch 64, Adam lr 3e-3 cosine, 4,000 training images, accuracy on the 1,000
-test images). The full default run (widths 16 and 32, 3 seeds, all rows) did not fit the CPU time available when
-this was measured; what was run:
+Measured (CPU, 1-2 threads; 10 epochs, batch 64, Adam lr 3e-3 cosine, 4,000 training images, accuracy on the
+1,000 test images). The full default run (widths 16 and 32, 3 seeds, all rows) did not fit the CPU time available
+when this was measured; what was run (every run is cached in OUT/runs, so this prints the tables below):
 
     python examples/binary_resnet.py --widths 32 16 --ablation-widths 16 --ablation-seeds 1 \
-        --rows documented hardtanh rsign official "float init" distill
+        --rows documented hardtanh rsign official distill --board ''
 
-of which width 32 (recipe row, seeds 0-2 for ReCU; STE seeds 0-1) and width 16 seed 0 finished. Rows marked *
+The recipe row has 3 seeds at both widths, for ReCU and STE; the other rows seed 0 at width 16. Rows marked *
 come from a one-off script calling make_binary()'s binarize() / train_binary() with the same settings (the recipe
 row came out identical, 94.8, both ways):
 
@@ -43,17 +43,20 @@ row came out identical, 94.8, both ways):
     documented (previous defaults)        10.0   10.0    chance: every binary conv reads a ReLU
     hardtanh (by hand)                    92.3   38.5
     rsign (previous ReCU options)         93.6   94.3
-    official = binarize() defaults        33.7      -    from scratch, no teacher: see below
+    official = binarize() defaults        33.7   94.2    from scratch, no teacher: see below
     float init*                           94.7     -
-    distill = the recipe                  94.8   93.8    ReCU - float -3.1
+    distill = the recipe                  94.8   93.8
     two-step*                             92.8   94.5
     rprelu*                               93.9   94.2
     recipe without clamp* / standardize* / act_norm*:  ReCU 93.7 / 93.2 / 92.4
 
-    width 32, the recipe         seed 0  seed 1  seed 2   mean
-    float                          98.3    98.4    98.1   98.27
-    ReCU                           97.5    95.3    96.6   96.47  (-1.80 from float)
-    STE                            94.8    94.7      -
+    the recipe, 3 seeds          seed 0  seed 1  seed 2   mean   ReCU - float   ReCU - STE (paired, +- s.e.)
+    width 16 float                 97.9    97.7    98.2   97.93
+    width 16 ReCU                  94.8    95.2    95.3   95.10  -2.83          +2.10 +- 0.95
+    width 16 STE                   93.8    93.9    91.3   93.00
+    width 32 float                 98.3    98.4    98.1   98.27
+    width 32 ReCU                  97.5    95.3    96.6   96.47  -1.80          +1.13 +- 0.80
+    width 32 STE                   94.8    94.7    96.5   95.33
 
 The "official" row is binarize()'s defaults trained from a random initialisation without a teacher: at seed 0 its
 ReCU model reached only 33.7 % where the previous ReCU options with the threshold reached 93.6 %; the defaults are

@@ -81,30 +81,26 @@ def log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def parse_bytes(s: str, option: str) -> int:
-    """'512K', '1M', '32768' -> bytes (K = 1024)."""
+def _amount(s: str, option: str, units: dict, example: str) -> int:
     t = str(s).strip().upper().removesuffix("B")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    mult = units.get(t[-1:], 1)
     try:
         v = float(t[:-1] if mult > 1 else t) * mult
     except ValueError:
-        raise EdgepackError(f"{option} {s}: expected a size like 32768, 512K or 1M") from None
+        raise EdgepackError(f"{option} {s}: expected a number like {example}") from None
     if v <= 0:
         raise EdgepackError(f"{option} {s}: must be positive")
     return int(v)
+
+
+def parse_bytes(s: str, option: str) -> int:
+    """'512K', '1M', '32768' -> bytes (K = 1024)."""
+    return _amount(s, option, {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}, "32768, 512K or 1M")
 
 
 def parse_count(s: str, option: str) -> int:
     """'20M', '500k', '1e6' -> a count (k = 1000, M = 10^6)."""
-    t = str(s).strip()
-    mult = {"K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}.get(t[-1:].upper(), 1)
-    try:
-        v = float(t[:-1] if mult > 1 else t) * mult
-    except ValueError:
-        raise EdgepackError(f"{option} {s}: expected a count like 20M or 500k") from None
-    if v <= 0:
-        raise EdgepackError(f"{option} {s}: must be positive")
-    return int(v)
+    return _amount(s, option, {"K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}, "20M, 500k or 1e6")
 
 
 def measurement_board(board: dict) -> dict:
