@@ -450,8 +450,8 @@ def test_sigterm_as_the_staging_folder_is_made_leaves_nothing(tmp_path, monkeypa
 
     made = proc.make_temp_dir
 
-    def make_then_signal(prefix, parent=None):
-        d = made(prefix, parent)
+    def make_then_signal(prefix, parent=None, record=None):
+        d = made(prefix, parent, record=record)
         os.kill(os.getpid(), signal.SIGTERM)
         return d
 

@@ -155,6 +155,7 @@ class Staging:
         self.out = Path(out)
         self.created = []
         self.tmp = None
+        self._made = proc.Recorded()  # the staging folder's name, known before the folder exists
 
     def __enter__(self):
         try:
@@ -164,12 +165,10 @@ class Staging:
                 missing.append(parent)
                 parent = parent.parent
             for d in reversed(missing):
-                with proc.signals_deferred():  # SIGINT / SIGTERM wait until the folder is on record
-                    d.mkdir()
-                    self.created.append(d)
+                d.mkdir()
+                self.created.append(d)
             remove_stale_staging(self.out.parent)
-            with proc.signals_deferred():
-                self.tmp = proc.make_temp_dir(f".{self.out.name}.building-", self.out.parent)
+            self.tmp = proc.make_temp_dir(f".{self.out.name}.building-", self.out.parent, record=self._made)
             self.dir = self.tmp / "out"
             self.dir.mkdir()
         except BaseException:  # __exit__ does not run when __enter__ raises
@@ -188,15 +187,26 @@ class Staging:
             os.rename(self.dir, self.out)
         self.created = []
 
-    def __exit__(self, exc_type, exc, tb):
-        if self.tmp is not None:
-            proc.remove_tree(self.tmp)
-        if exc_type is not None:
+    def _clean(self, failed: bool):
+        if self._made.path is not None:
+            proc.remove_tree(self._made.path)
+        if failed:
             for d in reversed(self.created):
                 try:
                     d.rmdir()
                 except OSError:
                     pass
+
+    def __exit__(self, exc_type, exc, tb):
+        late = None
+        for _ in range(10):
+            try:
+                self._clean(exc_type is not None or late is not None)
+                break
+            except BaseException as e:  # SIGINT / SIGTERM during the clean-up: finish it, then let that stop us
+                late = e
+        if late is not None:
+            raise late
         return False
 
 

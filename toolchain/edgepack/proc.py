@@ -18,9 +18,9 @@ import os
 import shutil
 import signal
 import subprocess
+import secrets
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 OWNER_FILE = ".edgepack-owner"
@@ -90,27 +90,34 @@ def _alive(pid: int, start) -> bool:
     return start is None or now == start
 
 
-@contextmanager
-def signals_deferred():
-    """Hold SIGINT and SIGTERM back (the kernel queues them) for a short critical section, so that their
-    exception cannot land between creating something and recording that it must be cleaned up."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):  # not POSIX, or not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+class Recorded:
+    """The ``record`` of :func:`make_temp_dir`: ``path`` is the folder it made or is making (None before)."""
+
+    def __init__(self):
+        self.path = None
+
+    def __call__(self, path):
+        self.path = path
 
 
-def make_temp_dir(prefix: str, parent=None) -> Path:
+def make_temp_dir(prefix: str, parent=None, record=None) -> Path:
     """A new folder (in ``parent``, default the system temp folder) whose name starts with ``prefix`` and
-    holds the owner file; its mode follows the umask like any folder the user would create. Call it inside
-    :func:`signals_deferred` where an interruption must not leave the folder behind unrecorded."""
-    d = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    holds the owner file; its mode follows the umask like any folder the user would create.
+
+    ``record(path)`` is called with the name *before* the folder is made, so that a caller's clean-up knows it
+    whatever instant a SIGINT / SIGTERM exception lands (blocking signals cannot promise that: in a process with
+    other threads, torch's or TVM's, the interpreter runs the handler whenever any thread took the signal)."""
+    parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    while True:
+        d = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+        if record is not None:
+            record(d)
+        try:
+            d.mkdir(mode=0o700)
+            break
+        except FileExistsError:  # someone else's: never recorded as ours past this point
+            if record is not None:
+                record(None)
     try:
         mask = os.umask(0)
         os.umask(mask)

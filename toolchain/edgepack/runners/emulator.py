@@ -72,9 +72,9 @@ def run_raw(model, xq: np.ndarray, timeout: float | None = None, counts_out: dic
     n = xq.shape[0]
     out_bytes = model.outp.nbytes
     proc.remove_stale(None, TEMP_PREFIX + "*")  # left by runs that were killed
-    with proc.signals_deferred():  # an interruption must not leave the folder unrecorded
-        tmp = proc.make_temp_dir(TEMP_PREFIX)
+    made = proc.Recorded()  # its name, known before it exists: an interruption cannot leave it unrecorded
     try:
+        tmp = proc.make_temp_dir(TEMP_PREFIX, record=made)
         np.ascontiguousarray(xq, dtype=np.int8).tofile(tmp / "input.bin")
         cmd = command(board, elf.resolve(), tmp)
         try:
@@ -98,5 +98,6 @@ def run_raw(model, xq: np.ndarray, timeout: float | None = None, counts_out: dic
             counts_out["instructions"] = instr[:, 0]
             counts_out["layer_instructions"] = instr[:, 1:]
     finally:
-        proc.remove_tree(tmp)
+        if made.path is not None:
+            proc.remove_tree(made.path)
     return out.reshape((n,) + tuple(model.outp.shape[1:]))
