@@ -55,7 +55,7 @@ def test_fit_meets_the_budget_and_reference_equals_emulator(files, tmp_path):
     budget = int(i8 * 0.93)
     out = tmp_path / "out"
     r = fit(files / "m.pt2", BOARD, files / "train.npz", files / "test.npz", out, flash=budget, max_drop=2.0,
-            formats=("int8", "exp4", "binary"), prune=(1.0, 0.6))
+            formats=("int8", "exp4"), prune=(1.0, 0.6))
     chosen, rep = r["chosen"], r["report"]
     # the budget, measured from the written ELF
     flash, ram = elf_sizes(out / "firmware.elf")
@@ -86,7 +86,7 @@ def test_fit_meets_the_budget_and_reference_equals_emulator(files, tmp_path):
     work = tmp_path / "out.fit"
     impossible = tmp_path / "impossible"
     p = edgepack("fit", files / "m.pt2", "--board", BOARD, "--data", files / "train.npz", "--eval",
-                 files / "test.npz", "--flash", "2K", "--formats", "int8,exp4,binary", "--prune", "1,0.6",
+                 files / "test.npz", "--flash", "2K", "--formats", "int8,exp4", "--prune", "1,0.6",
                  "--max-drop", "2", "--work", work, "-o", impossible)
     assert p.returncode == 1
     last = p.stderr.strip().splitlines()[-1]

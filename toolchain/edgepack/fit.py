@@ -507,6 +507,8 @@ class Fit:
                        "order": sum(len(s.get("evaluated", {})) for s in self.st["levels"].values())}
             self.save()
             self.evaluations += 1
+            log(f"fit: [level {lv.key}] candidate {ev[key]['order'] + 1} ({why}): accuracy {100 * acc:.2f} % "
+                f"({100 * (self.st['float_accuracy'] - acc):+.2f} points against float)")
         e = ev[key]
         r = {"level": lv.key, "config": dict(cfg), "accuracy": e["accuracy"],
              "drop": 100 * (self.st["float_accuracy"] - e["accuracy"]), "why": e["why"], "order": e["order"],
@@ -523,15 +525,13 @@ class Fit:
     def objective_of(self, r: dict) -> float:
         return r["flash_bytes"] if self.objective == "size" else r["instructions"]
 
-    def _sensitivity(self, lv: Level, base_acc: float):
+    def _sensitivity(self, lv: Level):
         sens = lv.st["sensitivity"]
         todo = [(l, f) for l in lv.layers for f in lv.allowed[l] if f != "int8" and f in lv.st["uniform"]
                 and "error" not in lv.st["uniform"][f]]
         for i, (l, f) in enumerate(todo):
-            r = self.evaluate(lv, lv.config(**{l: f}), f"sensitivity: {l} alone {f}")
+            r = self.evaluate(lv, lv.config(**{l: f}), f"sensitivity {i + 1}/{len(todo)}: {l} alone {f}")
             sens.setdefault(l, {})[f] = r["accuracy"]
-            log(f"fit: [level {lv.key}] sensitivity {i + 1}/{len(todo)}: {l} {f}: accuracy {100 * r['accuracy']:.2f} % "
-                f"({100 * (base_acc - r['accuracy']):+.2f} points against int8)")
         self.save()
 
     def _price(self, lv, cur: dict, cand: dict, layer: str, fmt: str, base_acc: float) -> float:
@@ -658,12 +658,12 @@ class Fit:
             for f in lv.st["uniform"]:
                 if "error" not in lv.st["uniform"][f]:
                     self.evaluate(lv, lv.uniform(f), f"uniform {f}")
-            self._sensitivity(lv, base["accuracy"])
+            self._sensitivity(lv)
             path = self._greedy(lv, base)
             lv.st["path"] = [config_key(r["config"], lv.layers) for r in path]
             self.save()
-            log(f"fit: [level {lv.key}] done: {self.evaluations} new evaluations; best so far: "
-                f"{self._short(self.best(), True)}")
+            log(f"fit: [level {lv.key}] done ({self.evaluations} candidates evaluated by this run so far); best so "
+                f"far: {self._short(self.best(), True)}")
         self.seconds = time.time() - t0
         return self.finish()
 
@@ -710,7 +710,8 @@ class Fit:
             except _OverBudget as e:
                 log(f"fit: the built ELF breaks the budget ({e}); trying the next candidate")
                 failed_builds[(chosen["level"], config_key(chosen["config"], lv.layers))] = e.measured
-                self.st.setdefault("failed_builds", {})[f"{chosen['level']}:{config_key(chosen['config'], lv.layers)}"] = e.measured
+                key = f"{chosen['level']}:{config_key(chosen['config'], lv.layers)}"
+                self.st.setdefault("failed_builds", {})[key] = e.measured
                 self.save()
         if chosen is None:
             summary = self.summary(cands, None, None, None)
