@@ -375,3 +375,29 @@ def test_train_binary_tiny():
     m2, _ = binarize(Net(), example_input=X, method="ste")
     train_binary(m2, x, y, epochs=1, batch=32, lr=1e-2, seed=0, progress=False, sched="onecycle")
     assert not m2.training
+
+
+def test_reestimate_bn_takes_each_layers_statistics_with_the_layers_before_in_eval_mode():
+    """reestimate_bn (train_binary's last step): every BatchNorm's running mean becomes the mean of its input over
+    the data, computed with the BatchNorms before it already re-estimated and in eval mode; weights untouched."""
+    from edgepack.compress.binarize_recu import reestimate_bn
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 3, 8, 8) * 2 + 1
+    y = torch.zeros(256, dtype=torch.int64)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5))
+    for bn in (m[1], m[4]):
+        bn.running_mean.fill_(100.0)
+        bn.running_var.fill_(1e-3)
+    weights = {k: v.clone() for k, v in m.state_dict().items() if "running" not in k and "num_batches" not in k}
+    m.train()
+    assert reestimate_bn(m, (x, y), batch=64) == 2
+    assert m.training  # the mode it had
+    m.eval()
+    with torch.no_grad():
+        h0 = m[0](x)
+        assert torch.allclose(m[1].running_mean, h0.mean((0, 2, 3)), atol=1e-4)
+        h1 = m[3](m[2](m[1](h0)))  # the first BN in eval mode, with its new statistics
+        assert torch.allclose(m[4].running_mean, h1.mean((0, 2, 3)), atol=1e-4)
+        assert torch.allclose(m[4].running_var, h1.transpose(0, 1).reshape(5, -1).var(1), rtol=0.05)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in weights.items())

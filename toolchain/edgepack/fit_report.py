@@ -109,6 +109,5 @@ def write(folder: Path, summary: dict) -> list:
     folder = Path(folder)
     (folder / "fit.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     (folder / "fit.md").write_text(fit_md(summary))
-    write_pareto(folder, summary["candidates"], summary["pareto_flash"], summary["pareto_instructions"],
-                 summary["chosen"])
+    write_pareto(folder, summary)
     return ["fit.json", "fit.md", "pareto.png"]

@@ -51,30 +51,47 @@ def write_plots(folder: Path, report: dict) -> list:
     return names
 
 
-def write_pareto(folder: Path, candidates: list, front_flash: list, front_ins: list, chosen) -> str:
-    """pareto.png for ``edgepack fit``: accuracy against flash and against instructions, every candidate
-    evaluated (by pruning level), the Pareto fronts as lines, the chosen candidate marked."""
+def write_pareto(folder: Path, summary: dict) -> str:
+    """pareto.png for ``edgepack fit``: accuracy against flash and against instructions for every candidate
+    evaluated (by pruning level), the Pareto fronts as lines, the chosen candidate marked, the accuracy floor
+    (float - max drop) and the budgets as dashed lines. Candidates far below the floor sit on the bottom edge
+    as down-triangles."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cands, chosen = summary["candidates"], summary["chosen"]
+    floor = 100 * summary["float_accuracy"] - summary["max_drop"]
+    top = max([100 * c["accuracy"] for c in cands] + [100 * summary["float_accuracy"]]) + 0.5
+    bottom = min(floor - max(4.0, 4 * summary["max_drop"]), top - 5)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    levels = sorted({c["level"] for c in candidates}, key=float, reverse=True)
-    for ax, key, front, label in ((axes[0], "flash_bytes", front_flash, "flash (bytes)"),
-                                  (axes[1], "instructions", front_ins, "instructions per inference")):
+    levels = sorted({c["level"] for c in cands}, key=float, reverse=True)
+    budget = summary["budget"]
+    for ax, key, front, label in ((axes[0], "flash_bytes", summary["pareto_flash"], "flash (bytes)"),
+                                  (axes[1], "instructions", summary["pareto_instructions"],
+                                   "instructions per inference")):
         for i, lv in enumerate(levels):
-            pts = [c for c in candidates if c["level"] == lv]
-            ax.scatter([c[key] for c in pts], [100 * c["accuracy"] for c in pts], s=14, alpha=0.6,
-                       color=f"C{i}", label=f"pruning level {lv}")
+            pts = [c for c in cands if c["level"] == lv]
+            hi = [c for c in pts if 100 * c["accuracy"] >= bottom]
+            lo = [c for c in pts if 100 * c["accuracy"] < bottom]
+            ax.scatter([c[key] for c in hi], [100 * c["accuracy"] for c in hi], s=14, alpha=0.6, color=f"C{i}",
+                       label=f"pruning level {lv}")
+            ax.scatter([c[key] for c in lo], [bottom + 0.15] * len(lo), s=14, alpha=0.6, color=f"C{i}", marker="v")
         f = sorted(front, key=lambda c: c[key])
-        ax.plot([c[key] for c in f], [100 * c["accuracy"] for c in f], color="k", lw=1, label="Pareto front")
+        ax.plot([c[key] for c in f], [max(100 * c["accuracy"], bottom + 0.15) for c in f], color="k", lw=1,
+                label="Pareto front")
+        ax.axhline(floor, color="gray", ls="--", lw=1, label="accuracy floor (float - max drop)")
+        if budget.get(key):
+            ax.axvline(budget[key], color="red", ls="--", lw=1, label="budget")
         if chosen:
             ax.scatter([chosen[key]], [100 * chosen["accuracy"]], marker="*", s=220, color="red", zorder=5,
                        label="chosen")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    axes[0].set_ylim(bottom, top)
     axes[0].set_ylabel("accuracy on --eval (%)")
     axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"edgepack fit: {len(cands)} candidates (objective {summary['objective']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(Path(folder) / "pareto.png", dpi=90)
     plt.close(fig)
