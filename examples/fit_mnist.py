@@ -10,8 +10,9 @@ it (.pt2), then runs, with one shared --work folder (the second search reuses ev
     edgepack fit mnist_cnn.pt2 --board BOARD --data train.npz --eval test.npz --flash FLASH \\
         --objective size|speed --work OUT/work -o OUT/size|speed
 
-It prints, and writes to OUT/table.md: the float model, the int8 build, the best uniform single-format build that
-meets the budget (from the search's own uniform candidates), and the two chosen builds, with accuracy from the
+and a third search, objective speed, under the tighter --tight budget (default 20K). It prints, and writes to
+OUT/table.md: the float model, the int8 build, the best uniform single-format build that meets the budget (from
+the search's own uniform builds), and the chosen builds, with accuracy from the
 emulator on the 1,000 test digits, flash from firmware.elf and instructions per inference (QEMU -icount). The
 Pareto tables are in OUT/size/fit.md and OUT/speed/fit.md, the plots in OUT/*/pareto.png.
 
@@ -44,6 +45,8 @@ def main(argv=None):
     ap.add_argument("--prune", default="1,0.75,0.5")
     ap.add_argument("--max-drop", type=float, default=1.0)
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--tight", default="20K", help="a second, tighter flash budget for a third search, objective "
+                                                   "speed ('' to skip)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,14 +64,16 @@ def main(argv=None):
     flash = parse_bytes(a.flash, "--flash")
     prune = tuple(float(v) for v in a.prune.split(","))
     rows = {}
-    for objective in ("size", "speed"):
+    runs = [("size", a.flash), ("speed", a.flash)] + ([("speed", a.tight)] if a.tight else [])
+    for objective, budget in runs:
+        name = objective if budget == a.flash else f"{objective}-{budget}"
         t = time.time()
-        r = fit(path, a.board, out / "train.npz", out / "test.npz", out / objective, flash=flash,
+        r = fit(path, a.board, out / "train.npz", out / "test.npz", out / name, flash=parse_bytes(budget, "--flash"),
                 max_drop=a.max_drop, objective=objective, prune=prune, work=out / "work",
                 command=f"edgepack fit {path} --board {a.board} --data {out / 'train.npz'} --eval "
-                        f"{out / 'test.npz'} --flash {a.flash} --objective {objective} --prune {a.prune} "
-                        f"--work {out / 'work'} -o {out / objective}")
-        rows[objective] = (r, time.time() - t)
+                        f"{out / 'test.npz'} --flash {budget} --objective {objective} --prune {a.prune} "
+                        f"--work {out / 'work'} -o {out / name}")
+        rows[name] = (r, time.time() - t, objective, budget)
     s = json.loads((out / "size" / "fit.json").read_text())
     i8 = next(c for c in s["candidates"] if c["level"] == "1" and c["why"] == "all int8")
     uni = s["best_uniform_meeting_all"]
@@ -87,17 +92,18 @@ def main(argv=None):
                      f"{uni['why']} | {100 * uni['accuracy']:.2f} | {fl:,} | {ins:,.0f} |")
     else:
         lines.append("| best uniform single format meeting the budget | - | none meets it | - | - | - |")
-    for objective, (r, sec) in rows.items():
+    for name, (r, sec, objective, budget) in rows.items():
         c, rep = r["chosen"], r["report"]
         m = rep["measured"]
         fm = ", ".join(f"{k}={v}" for k, v in c["config"].items())
-        lines.append(f"| fit --objective {objective} (built; {m['built_accuracy_measured_on']}) | {c['level']} | {fm} | "
-                     f"{100 * m['built_accuracy']:.2f} | {rep['flash_bytes']:,} | "
+        lines.append(f"| fit --objective {objective} --flash {budget} (built; {m['built_accuracy_measured_on']}) | "
+                     f"{c['level']} | {fm} | {100 * m['built_accuracy']:.2f} | {rep['flash_bytes']:,} | "
                      f"{m.get('instructions_per_inference', float('nan')):,.0f} |")
-    lines += ["", f"Search time: size {rows['size'][1]:.0f} s, speed {rows['speed'][1]:.0f} s (the second reuses the "
-              f"first's measurements); candidates evaluated: {len(s['candidates'])}.",
-              f"Pareto tables: {out / 'size' / 'fit.md'}, {out / 'speed' / 'fit.md'}; plots: "
-              f"{out / 'size' / 'pareto.png'}, {out / 'speed' / 'pareto.png'}."]
+    lines += ["", "Search time: " + ", ".join(f"{n} {v[1]:.0f} s" for n, v in rows.items())
+              + " (the later searches reuse the first's measurements); candidates evaluated: "
+              f"{len(s['candidates'])}.",
+              "Pareto tables: " + ", ".join(str(out / n / "fit.md") for n in rows) + "; plots: "
+              + ", ".join(str(out / n / "pareto.png") for n in rows) + "."]
     text = "\n".join(lines)
     print("\n" + text)
     (out / "table.md").write_text(text + "\n")

@@ -625,7 +625,8 @@ class Fit:
                 continue
             for ck, e in st.get("evaluated", {}).items():
                 cfg = dict(zip(lv.layers, ck.split(",")))
-                out.append(self.evaluate(lv, cfg, e["why"]))
+                if all(cfg[l] in lv.allowed[l] for l in lv.layers):  # not a format a layer did not take
+                    out.append(self.evaluate(lv, cfg, e["why"]))
         return sorted(out, key=lambda r: r["order"])
 
     def best(self, exclude=()):
@@ -665,6 +666,8 @@ class Fit:
             log(f"fit: [level {lv.key}] done ({self.evaluations} candidates evaluated by this run so far); best so "
                 f"far: {self._short(self.best(), True)}")
         self.seconds = time.time() - t0
+        self.st["search_seconds"] = self.st.get("search_seconds", 0.0) + self.seconds
+        self.save()
         return self.finish()
 
     def _budget_text(self) -> str:
@@ -749,12 +752,16 @@ class Fit:
                 "int8_accuracy": lv.st["evaluated"][config_key(lv.config(), lv.layers)]["accuracy"],
                 "cost_model_check": [{"format": f, "measured_on": self.mboard["name"],
                                       "measured": {k: u[k] for k in ("flash_bytes", "ram_bytes", "instructions")},
-                                      "predicted": self.evaluate(lv, u["config"], f"uniform {f}") if
-                                      self.board["name"] == self.mboard["name"] else None}
+                                      # the build's layers that did not take the format are int8 ones
+                                      "predicted": self.evaluate(lv, lv.uniform(f), f"uniform {f}") if
+                                      self.board["name"] == self.mboard["name"] else None,
+                                      "taken_by": [l for l in lv.layers if lv.uniform(f)[l] == f]}
                                      for f, u in uni.items() if "error" not in u],
                 "path": lv.st.get("path", [])}
         uniform = [r for r in cands if r["why"].startswith(("uniform", "all int8"))]
-        best_uniform = max((r for r in uniform if self.meets(r)), key=lambda r: (r["accuracy"], -self.objective_of(r)),
+        # the uniform single-format candidate with the best objective that meets everything, and the most accurate
+        # one within the size / speed budgets
+        best_uniform = min((r for r in uniform if self.meets(r)), key=lambda r: (self.objective_of(r), -r["accuracy"]),
                            default=None)
         best_uniform_budget = max((r for r in uniform if self.violation(r) == 0),
                                   key=lambda r: (r["accuracy"], -self.objective_of(r)), default=None)
@@ -765,8 +772,9 @@ class Fit:
                 "eval_images": int(len(self.ye)), "algorithm": ALGORITHM, "chosen": chosen, "card": record,
                 "measured_build": measured, "closest": closest, "levels": levels, "candidates": cands,
                 "pareto_flash": pareto(cands, "flash_bytes"), "pareto_instructions": pareto(cands, "instructions"),
-                "best_uniform_within_budget": best_uniform_budget, "best_uniform_meeting_all": best_uniform,
+                "most_accurate_uniform_within_budget": best_uniform_budget, "best_uniform_meeting_all": best_uniform,
                 "failed_builds": self.st.get("failed_builds", {}), "seconds": getattr(self, "seconds", None),
+                "search_seconds_all_runs": self.st.get("search_seconds"),
                 "work": str(self.work.dir)}
 
 

@@ -43,8 +43,9 @@ def fit_md(s: dict) -> str:
               f"{', '.join(f'{p:g}' for p in s['prune_levels'])}",
               f"- algorithm: {s['algorithm']}",
               f"- instructions measured on the {s['measure_board']} emulator (QEMU -icount), per layer",
-              f"- candidates evaluated: {len(s['candidates'])}"
-              + (f" in {s['seconds']:.0f} s" if s.get("seconds") else ""), ""]
+              f"- candidates evaluated: {len(s['candidates'])}; search time {s['seconds']:.0f} s in this run"
+              + (f", {s['search_seconds_all_runs']:.0f} s over every run on this work folder (it resumes and reuses)"
+                 if s.get("search_seconds_all_runs") else ""), ""]
     if ch:
         m = s.get("measured_build") or {}
         lines += ["## Chosen", "",
@@ -64,8 +65,8 @@ def fit_md(s: dict) -> str:
             lines += [f"Closest: level {c['level']}, {_fmt_cfg(c['config'])}: {100 * c['accuracy']:.2f} % "
                       f"(drop {c['drop']:.2f}), flash {c['flash_bytes']:,} B, RAM {c['ram_bytes']:,} B, "
                       f"{c['instructions']:,.0f} instructions", ""]
-    for name, key in (("best_uniform_within_budget", "within the size / speed budget (any accuracy)"),
-                      ("best_uniform_meeting_all", "meeting the budget and the accuracy drop")):
+    for name, key in (("best_uniform_meeting_all", "meeting the budget and the accuracy drop (best objective)"),
+                      ("most_accurate_uniform_within_budget", "within the size / speed budget (most accurate)")):
         u = s.get(name)
         lines.append(f"Best uniform single-format build {key}: " + (
             f"level {u['level']}, {u['why']}: {100 * u['accuracy']:.2f} %, flash {u['flash_bytes']:,} B, "
@@ -87,7 +88,8 @@ def fit_md(s: dict) -> str:
         for c in lv["cost_model_check"]:
             m, p = c["measured"], c["predicted"]
             cell = (lambda k, fm: f"{m[k]:{fm}} / {p[k]:{fm}}" if p else f"{m[k]:{fm}}")
-            lines.append(f"| {c['format']} | {cell('flash_bytes', ',')} | {cell('ram_bytes', ',')} | "
+            taken = "" if c["taken_by"] else " (no layer takes it: an int8 build)"
+            lines.append(f"| {c['format']}{taken} | {cell('flash_bytes', ',')} | {cell('ram_bytes', ',')} | "
                          f"{cell('instructions', ',.0f')} |")
         lines.append("")
     head = ["| # | level | formats | accuracy (%) | drop | flash (B) | RAM (B) | instructions | meets | why |",
