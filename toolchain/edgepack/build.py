@@ -79,6 +79,23 @@ def layer_formats(g, weights: str, overrides: dict) -> dict:
     return out
 
 
+def apply_formats(g, weights: str, overrides: dict) -> tuple:
+    """Binarize (in place) what ``--weights binary`` or ``--layer-weights NAME=binary`` names, then give the weight
+    format per layer for quantize(). Returns (binarized layer names, formats). A binarized layer is found by the
+    sign it reads, so its own format entry is int8 (the dense-weight default)."""
+    binarized = []
+    chosen = [k for k, f in overrides.items() if f == "binary"]
+    if weights == "binary" or chosen:
+        from .compress.binarize_ptq import binarize_graph
+        binarized = binarize_graph(g, only=chosen or None)
+    return binarized, layer_formats(g, weights, {k: ("int8" if f == "binary" else f) for k, f in overrides.items()})
+
+
+def const_bytes(q) -> int:
+    """Bytes of every constant tensor of a graph (weights, biases, multipliers, tables)."""
+    return sum(int(t.data.nbytes) for t in q.tensors.values() if t.data is not None)
+
+
 def compile_check(out: Path, board: dict) -> dict:
     """Compile every generated source with -Werror for the host and measure the object sizes."""
     obj = out / "host" / "obj"
@@ -178,17 +195,10 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
                             f"input (N, {', '.join(map(str, in_shape[1:]))})")
     firmware.check_fits_early(board, g, int8_weights=weights == "int8" and not any(
         f != "int8" for f in (layer_weights or {}).values()))
-    binarized = []
-    chosen_binary = [k for k, f in (layer_weights or {}).items() if f == "binary"]
-    if weights == "binary" or chosen_binary:
-        from .compress.binarize_ptq import binarize_graph
-        binarized = binarize_graph(g, only=chosen_binary or None)
+    binarized, weight_formats = apply_formats(g, weights, layer_weights or {})
     g.meta.setdefault("name", model_path.stem)
     x_cal, cal_source = load_calibration(calib, in_shape, x=x_file, batch_axis=batch_axis)
 
-    # a binarized layer is found by the sign it reads: its own format entry is int8 (the dense-weight default)
-    weight_formats = layer_formats(g, weights, {k: ("int8" if f == "binary" else f)
-                                                for k, f in (layer_weights or {}).items()})
     t = time.time()
     q = quantize(g, x_cal, per_channel=per_channel, weight_formats=weight_formats)
     q.meta["quantization"]["calibration_source"] = cal_source
@@ -201,8 +211,7 @@ def build(model_path, board_name: str = "host", out=None, calib=None, input_shap
     if untaken:
         log(f"warning: {untaken}")
         warnings.append(untaken)
-    firmware.check_fits(board, sum(int(t.data.nbytes) for t in q.tensors.values() if t.data is not None),
-                        _arena_bytes(q), "after quantization")
+    firmware.check_fits(board, const_bytes(q), _arena_bytes(q), "after quantization")
 
     with outdir.Staging(out) as stage:
         tmp = stage.dir

@@ -165,8 +165,7 @@ def layer_spec(g, name: str, fmt: str) -> str:
     n = next(n for n in g.nodes if n.name == name)
     shapes = [list(g.tensors[t].shape) for t in n.inputs + n.outputs]
     attrs = {k: v for k, v in n.attrs.items() if isinstance(v, (int, float, str, bool, list, tuple, type(None)))}
-    cons = [g.producer(n.outputs[0]) is not None]
-    text = json.dumps([n.op, attrs, shapes, fmt, cons], sort_keys=True, default=str)
+    text = json.dumps([n.op, attrs, shapes, fmt], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -194,15 +193,11 @@ class Level:
 
 def quantize_config(level: Level, formats: dict, x_cal):
     """The integer graph of a candidate, as ``edgepack build`` makes it."""
-    from .build import layer_formats
-    from .compress.binarize_ptq import binarize_graph
+    from .build import apply_formats
     from .compress.quantize import quantize
 
     g = copy.deepcopy(level.g)
-    binary = [l for l, f in formats.items() if f == "binary"]
-    if binary:
-        binarize_graph(g, only=binary)
-    wf = layer_formats(g, "int8", {l: ("int8" if f == "binary" else f) for l, f in formats.items()})
+    _, wf = apply_formats(g, "int8", formats)
     return quantize(g, x_cal, weight_formats=wf)
 
 
@@ -271,10 +266,6 @@ def layer_consts(q, layer: str) -> int:
         if n.name == layer or n.name.startswith(layer + "_sign"):
             total += sum(int(q.tensors[t].data.nbytes) for t in n.inputs if q.tensors[t].data is not None)
     return total
-
-
-def total_consts(q) -> int:
-    return sum(int(t.data.nbytes) for t in q.tensors.values() if t.data is not None)
 
 
 # ---- the search ----------------------------------------------------------------------------------------------
@@ -492,7 +483,7 @@ class Fit:
     # -- evaluation ---------------------------------------------------------------------------------------
     def evaluate(self, lv: Level, cfg: dict, why: str) -> dict:
         """Accuracy (integer reference on --eval) and costs of a candidate; cached in the checkpoint."""
-        from .build import _arena_bytes
+        from .build import _arena_bytes, const_bytes
 
         key = config_key(cfg, lv.layers)
         ev = lv.st["evaluated"]
@@ -502,7 +493,7 @@ class Fit:
                 self.scorer.set_base(q if cfg == lv.config() else quantize_config(lv, lv.config(), self.x_cal))
                 self.scorer_level = lv.key
             acc = self.scorer.accuracy(q)
-            ev[key] = {"accuracy": acc, "const_bytes": total_consts(q), "arena_bytes": _arena_bytes(q),
+            ev[key] = {"accuracy": acc, "const_bytes": const_bytes(q), "arena_bytes": _arena_bytes(q),
                        "layer_consts": {l: layer_consts(q, l) for l in lv.layers}, "why": why,
                        "order": sum(len(s.get("evaluated", {})) for s in self.st["levels"].values())}
             self.save()
