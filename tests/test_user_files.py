@@ -464,3 +464,59 @@ def test_sigterm_as_the_staging_folder_is_made_leaves_nothing(tmp_path, monkeypa
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert list(tmp_path.iterdir()) == []  # neither the staging folder nor the parent it created
+
+
+KILL_BEFORE_OWNER_FILE = """
+import os, signal, sys
+from pathlib import Path
+from edgepack import proc
+def killed(self, *a, **k):
+    os.kill(os.getpid(), signal.SIGKILL)
+Path.write_text = killed
+proc.make_temp_dir(".out.building-", sys.argv[1])
+"""
+
+
+def test_sigkill_between_mkdir_and_the_owner_file_is_cleaned_up(tmp_path):
+    """The race CI hit next: SIGKILL right after the staging folder's mkdir, before its owner file was written.
+    The folder's name names its owner, so the next build removes it."""
+    from edgepack import outdir
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-c", KILL_BEFORE_OWNER_FILE, str(tmp_path)], env=env, capture_output=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    left = staging_left(tmp_path)
+    assert len(left) == 1 and list((tmp_path / left[0]).iterdir()) == []
+    assert [d.name for d in outdir.remove_stale_staging(tmp_path)] == left
+    assert staging_left(tmp_path) == []
+
+
+def _dead_process():
+    """(pid, start time) of a process that has exited."""
+    from edgepack import proc
+    p = subprocess.Popen(["sleep", "30"])
+    start = proc._start_time(p.pid)
+    p.kill()
+    p.wait()
+    return p.pid, start
+
+
+def test_remove_stale_judges_by_name_only_an_empty_folder(tmp_path):
+    from edgepack import outdir, proc
+
+    pid, start = _dead_process()
+    empty = tmp_path / f".out.building-{pid}-{start}-0123456789ab"
+    half = tmp_path / f".out.building-{pid}-{start}-0123456789ac"
+    users = tmp_path / f".out.building-{pid}-{start}-0123456789ad"
+    alive = tmp_path / f".out.building-{os.getpid()}-{proc._start_time(os.getpid())}-0123456789ae"
+    other = tmp_path / f".out.building-{pid}-{start}-0123456789af"
+    unnamed = tmp_path / ".out.building-notours"
+    for d in (empty, half, users, alive, other, unnamed):
+        d.mkdir()
+    (half / proc.OWNER_FILE).write_text('{"pi')  # killed while writing the owner file
+    (users / "notes.txt").write_text("mine")  # no owner file, but something in it: never judged by its name
+    (other / proc.OWNER_FILE).write_text(json.dumps({"pid": os.getpid() + 1, "start": None}))  # disagrees
+    removed = {d.name for d in outdir.remove_stale_staging(tmp_path)}
+    assert removed == {empty.name, half.name}
+    assert (users / "notes.txt").read_text() == "mine"
+    assert alive.is_dir() and other.is_dir() and unnamed.is_dir()

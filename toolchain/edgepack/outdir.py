@@ -10,7 +10,7 @@ Rules (design section 3, "written atomically"):
   changes.
 * The current folder, a folder that contains it, a regular file, and a path whose parent is a file or cannot
   be written are refused before any work is done.
-* The build writes into ``.OUT.building-<pid>-*/out`` beside OUT (the staging folder names its owner, see
+* The build writes into ``.OUT.building-<pid>-<start>-*/out`` beside OUT (the staging folder names its owner, see
   :mod:`edgepack.proc`) and swaps it in at the end with one atomic ``renameat2(RENAME_EXCHANGE)``; the old
   contents leave with the staging folder. Staging folders of builds that died (SIGKILL, power loss) are
   removed by the next build into the same parent folder.

@@ -5,9 +5,11 @@ Every child runs in its own process group with ``PR_SET_PDEATHSIG`` = SIGKILL (L
 even by SIGKILL, the kernel kills the child; if edgepack stops on an exception (SIGINT, SIGTERM, a timeout),
 the whole group is killed before the exception goes on. ``make`` therefore takes its compilers with it.
 
-Temporary folders carry an owner file (``.edgepack-owner``: pid and the process start time from /proc, so a
-reused pid is not mistaken for the owner); :func:`remove_stale` deletes the ones whose owner is gone and never
-touches a folder without that file.
+Temporary folders name their owner: ``<prefix><pid>-<start>-<12 hex>``, with the process start time from /proc
+so that a reused pid is not mistaken for the owner, and they carry the same in an owner file
+(``.edgepack-owner``). :func:`remove_stale` deletes the ones whose owner is gone. It judges a folder by its name
+only when the folder is empty but for an owner file being written (a process killed between ``mkdir`` and that
+write); a folder holding anything else without an owner file that agrees with its name is never touched.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import secrets
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -108,8 +111,9 @@ def make_temp_dir(prefix: str, parent=None, record=None) -> Path:
     whatever instant a SIGINT / SIGTERM exception lands (blocking signals cannot promise that: in a process with
     other threads, torch's or TVM's, the interpreter runs the handler whenever any thread took the signal)."""
     parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    start = _start_time(os.getpid())
     while True:
-        d = parent / f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+        d = parent / f"{prefix}{os.getpid()}-{start or 0}-{secrets.token_hex(6)}"
         if record is not None:
             record(d)
         try:
@@ -122,7 +126,7 @@ def make_temp_dir(prefix: str, parent=None, record=None) -> Path:
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(d, 0o777 & ~mask)
-        (d / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid())}))
+        (d / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "start": start}))
     except BaseException:
         remove_tree(d)
         raise
@@ -139,8 +143,34 @@ def remove_tree(d: Path, tries: int = 20):
         time.sleep(0.05)
 
 
+_NAMED = re.compile(r"(\d+)-(\d+)-[0-9a-f]{12}$")
+
+
+def _owner(d: Path):
+    """(pid, start time) of the process that made ``d``, or None where ``d`` is not ours to judge."""
+    m = _NAMED.search(d.name)
+    named = (int(m.group(1)), None if m.group(2) == "0" else m.group(2)) if m else None
+    try:
+        owner = json.loads((d / OWNER_FILE).read_text())
+        recorded = int(owner["pid"]), owner.get("start")
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if recorded is not None:
+        # the owner file decides; a folder whose name names someone else is left alone
+        return recorded if named is None or named[0] == recorded[0] else None
+    if named is None:
+        return None
+    # killed between mkdir and the owner file: only an empty folder (or a half-written owner file) is judged
+    # by its name alone
+    try:
+        held = os.listdir(d)
+    except OSError:
+        return None
+    return named if set(held) <= {OWNER_FILE} else None
+
+
 def remove_stale(parent, pattern: str) -> list:
-    """Delete folders ``parent/pattern`` (a glob) whose owner file names a process that is gone; returns their
+    """Delete folders ``parent/pattern`` (a glob) whose owner (see :func:`_owner`) is gone; returns their
     paths. ``parent`` None: the system temp folder."""
     parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
     removed = []
@@ -149,14 +179,11 @@ def remove_stale(parent, pattern: str) -> list:
     except OSError:
         return removed
     for d in candidates:
-        try:
-            if d.is_symlink() or not d.is_dir():
-                continue
-            owner = json.loads((d / OWNER_FILE).read_text())
-            if _alive(int(owner["pid"]), owner.get("start")):
-                continue
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # no owner file (or not ours to judge): leave it
+        if d.is_symlink() or not d.is_dir():
+            continue
+        owner = _owner(d)
+        if owner is None or _alive(*owner):
+            continue
         remove_tree(d)
         removed.append(d)
     return removed
