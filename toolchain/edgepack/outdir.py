@@ -154,7 +154,6 @@ class Staging:
     def __init__(self, out: Path):
         self.out = Path(out)
         self.created = []
-        self.tmp = None
         self._made = proc.Recorded()  # the staging folder's name, known before the folder exists
 
     def __enter__(self):
@@ -168,8 +167,7 @@ class Staging:
                 d.mkdir()
                 self.created.append(d)
             remove_stale_staging(self.out.parent)
-            self.tmp = proc.make_temp_dir(f".{self.out.name}.building-", self.out.parent, record=self._made)
-            self.dir = self.tmp / "out"
+            self.dir = proc.make_temp_dir(f".{self.out.name}.building-", self.out.parent, record=self._made) / "out"
             self.dir.mkdir()
         except BaseException:  # __exit__ does not run when __enter__ raises
             self.__exit__(*sys.exc_info())
@@ -181,7 +179,7 @@ class Staging:
         check_target(self.out)  # the folder may have changed during the build
         if self.out.exists():
             if not _exchange(self.dir, self.out):
-                os.rename(self.out, self.tmp / "old")
+                os.rename(self.out, self._made.path / "old")
                 os.rename(self.dir, self.out)
         else:
             os.rename(self.dir, self.out)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
-import secrets
-import re
 import tempfile
 import time
 from pathlib import Path
